@@ -1,0 +1,28 @@
+"""Shared pytest configuration: quiet TensorFlow, GPU skipping, seeds."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _gpu_available() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if _gpu_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU with cuDNN; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
