@@ -1,0 +1,172 @@
+"""Long audio: stream a file in overlapping windows and stitch the windows' words.
+
+A file of any length is read block by block with libsndfile (`soundfile.blocks`),
+mixed down to mono and resampled with a streaming resampler (`soxr.ResampleStream`),
+so only about one window of audio is ever held in memory. Window k covers
+`[k * hop, k * hop + window)` samples with `hop = window - overlap`; neighbouring
+windows share `overlap` samples. Each window keeps the words whose centre lies in its
+own half of each overlap, so every word is kept by exactly one window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .outputs import WordTiming
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How long audio is cut.
+
+    Attributes:
+        window_seconds: Length of one window.
+        overlap_seconds: Audio shared by neighbouring windows; words are split at its middle.
+        sample_rate: Rate the model expects.
+    """
+
+    window_seconds: float = 20.0
+    overlap_seconds: float = 2.0
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.window_seconds <= 0 or not 0 <= self.overlap_seconds < self.window_seconds:
+            raise ValueError(
+                "Need window_seconds > 0 and 0 <= overlap_seconds < window_seconds. "
+                f"Received: window_seconds={self.window_seconds}, "
+                f"overlap_seconds={self.overlap_seconds}"
+            )
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one full window."""
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def overlap_samples(self) -> int:
+        """Samples shared by neighbouring windows."""
+        return int(round(self.overlap_seconds * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        """Distance between the starts of neighbouring windows."""
+        return self.window_samples - self.overlap_samples
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """A piece of one file's audio, resampled to the model's rate.
+
+    Attributes:
+        index: Position of the window in its file (0, 1, ...).
+        start: First sample of the window in the file (at the model's rate).
+        samples: The audio, float32 mono, shape [S].
+        is_last: Whether this is the file's final window.
+    """
+
+    index: int
+    start: int
+    samples: np.ndarray
+    is_last: bool
+
+    @property
+    def end(self) -> int:
+        """One past the window's last sample."""
+        return self.start + len(self.samples)
+
+
+def keep_range(window: AudioWindow, config: WindowConfig) -> tuple[float, float]:
+    """Returns the time span (seconds) whose words this window keeps.
+
+    The boundary with each neighbour is the middle of their shared overlap; the first
+    window keeps from 0 and the last up to infinity.
+    """
+    rate = config.sample_rate
+    half_overlap = config.overlap_samples / 2
+    start = 0.0 if window.index == 0 else (window.start + half_overlap) / rate
+    end = float("inf") if window.is_last else (window.end - half_overlap) / rate
+    return start, end
+
+
+def select_words(
+    words: Sequence[WordTiming], window: AudioWindow, config: WindowConfig
+) -> list[WordTiming]:
+    """Keeps a window's words (times already absolute) whose centre lies in its keep range."""
+    start, end = keep_range(window, config)
+    return [w for w in words if start <= (w.start + w.end) / 2 < end]
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """Mixes [frames, channels] down to [frames] and zeroes NaN/inf samples."""
+    mono = block.mean(axis=1) if block.ndim == 2 else block  # [frames]
+    return np.nan_to_num(mono.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def iter_resampled_blocks(
+    path: str, sample_rate: int, block_seconds: float = 5.0
+) -> Iterator[np.ndarray]:
+    """Yields a file's audio as float32 mono blocks at `sample_rate`, reading it in blocks.
+
+    Raises:
+        sf.LibsndfileError: If libsndfile cannot open or decode the file (including
+            mid-file, e.g. a truncated FLAC).
+    """
+    with sf.SoundFile(path) as sound:
+        source_rate = sound.samplerate
+        block_frames = max(1, int(block_seconds * source_rate))
+        resampler = None
+        if source_rate != sample_rate:
+            resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32")
+        while True:
+            block = sound.read(block_frames, dtype="float32", always_2d=True)  # [frames, ch]
+            last = len(block) < block_frames
+            mono = _mono(block)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                yield mono
+            if last:
+                return
+
+
+def windows_from_blocks(
+    blocks: Iterator[np.ndarray], config: WindowConfig
+) -> Iterator[AudioWindow]:
+    """Cuts a stream of audio blocks into overlapping windows.
+
+    Holds at most one window plus one block in memory. An empty stream yields one
+    empty window so every file produces a transcript.
+    """
+    window, hop = config.window_samples, config.hop_samples
+    buffer = np.zeros(0, np.float32)
+    start, index = 0, 0
+    pending: AudioWindow | None = None
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])  # [buffered + block]
+        while len(buffer) >= window + 1:  # a sample beyond the window: it is not the last
+            if pending is not None:
+                yield pending
+            pending = AudioWindow(index, start, buffer[:window].copy(), is_last=False)
+            buffer = buffer[hop:]
+            start, index = start + hop, index + 1
+    # The loop only emits a window once audio beyond it exists, so the rest of the
+    # buffer always holds new audio (or the whole, possibly empty, file).
+    if pending is not None:
+        yield pending
+    yield AudioWindow(index, start, buffer.copy(), is_last=True)
+
+
+def iter_file_windows(path: str, config: WindowConfig) -> Iterator[AudioWindow]:
+    """Streams a file as overlapping windows at the model's rate (bounded memory)."""
+    blocks = iter_resampled_blocks(path, config.sample_rate)
+    return windows_from_blocks(blocks, config)
+
+
+def windows_from_array(audio: np.ndarray, config: WindowConfig) -> Iterator[AudioWindow]:
+    """Cuts audio already in memory (e.g. from a decoder libsndfile lacks) into windows."""
+    return windows_from_blocks(iter([np.asarray(audio, np.float32)]), config)
