@@ -1,0 +1,744 @@
+"""Our LSTM: Keras weight layout, our own gate math and a fast recurrence.
+
+The layer keeps the variable layout and gate order of ``keras.layers.LSTM``
+(``kernel [I, 4H]``, ``recurrent_kernel [H, 4H]``, ``bias [4H]``; gates i, f, c, o),
+so weights copy over one to one, and it matches Keras' masking semantics exactly:
+a masked step keeps the state and repeats the previous output (zeros before the
+first real step).
+
+Where the time goes on CPU (see ``benchmarks/README.md``): the input projection
+of every time step is one large matmul outside the recurrence; inside the
+``tf.while_loop`` each step is one small matmul plus a handful of element-wise
+ops. With tanh/sigmoid activations the step uses ``tanh(x) = 2 * sigmoid(2x) - 1``
+(the factor 2 is folded into the weights once per call) so that all four gates
+are one ``sigmoid`` over ``[B, 4H]``, and a hand-written backward pass
+(``tf.custom_gradient``) precomputes every non-recurrent factor with large
+element-wise ops before its loop and forms ``dL/d recurrent_kernel`` as one large
+matmul after it, leaving one matmul and a few element-wise ops per step.
+"""
+
+import keras
+import tensorflow as tf
+from keras import activations, constraints, initializers, regularizers
+
+from . import cudnn_lstm as cudnn
+
+_USE_CUDNN_VALUES = ("auto", True, False)
+
+
+# --------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def is_default_activation_pair(activation, recurrent_activation) -> bool:
+    """Whether the activations are tanh / sigmoid (the fused fast path and cuDNN).
+
+    Args:
+        activation: Name or callable of the cell activation.
+        recurrent_activation: Name or callable of the gate activation.
+
+    Returns:
+        True when the pair is (tanh, sigmoid).
+    """
+    return activations.get(activation) is activations.tanh and (
+        activations.get(recurrent_activation) is activations.sigmoid
+    )
+
+
+def lengths_to_mask(sequence_lengths, max_time):
+    """Right-padded boolean mask from per-example lengths.
+
+    Args:
+        sequence_lengths: Integer tensor ``[B]``.
+        max_time: Scalar, the padded time dimension ``T``.
+
+    Returns:
+        Boolean tensor ``[B, T]``.
+    """
+    return tf.sequence_mask(sequence_lengths, maxlen=max_time)
+
+
+def _gate_scale(units, dtype):
+    """Per-column factor that turns the c-gate tanh into a sigmoid: ``[4H]``."""
+    ones = tf.ones([units], dtype)
+    return tf.concat([ones, ones, 2.0 * ones, ones], axis=0)  # [4H]
+
+
+# --------------------------------------------------------------------------------------
+# Recurrences (time-major). Both return (states_h [T, B, H], h_T, c_T) where
+# states_h[t] is the hidden state after step t with masking applied.
+# --------------------------------------------------------------------------------------
+
+
+def _unstack(tensor):
+    return tf.TensorArray(tensor.dtype, size=tf.shape(tensor)[0]).unstack(tensor)
+
+
+def _fused_forward(xp, r, h0, c0, mask, rd_mask):
+    """Forward loop of the fused tanh/sigmoid path (c-gate columns pre-scaled by 2).
+
+    Returns:
+        ``(hs [T,B,H], cs [T,B,H], acts [T,B,4H], h_T, c_T)``.
+    """
+    steps = tf.shape(xp)[0]
+    xp_ta = _unstack(xp)
+    mask_ta = _unstack(mask) if mask is not None else None
+    dtype = xp.dtype
+
+    def body(t, h, c, h_ta, c_ta, a_ta):
+        h_in = h * rd_mask if rd_mask is not None else h
+        acts = tf.sigmoid(xp_ta.read(t) + tf.matmul(h_in, r))  # [B, 4H]
+        i, f, s, o = tf.split(acts, 4, axis=1)  # 4 x [B, H]
+        c_new = f * c + i * (2.0 * s - 1.0)
+        h_new = o * tf.tanh(c_new)
+        if mask_ta is not None:
+            m = mask_ta.read(t)  # [B, 1]
+            h_new = tf.where(m, h_new, h)
+            c_new = tf.where(m, c_new, c)
+        return t + 1, h_new, c_new, h_ta.write(t, h_new), c_ta.write(t, c_new), a_ta.write(t, acts)
+
+    def new_ta():
+        return tf.TensorArray(dtype, size=steps)
+
+    _, h_last, c_last, h_ta, c_ta, a_ta = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), h0, c0, new_ta(), new_ta(), new_ta()),
+        maximum_iterations=steps,
+    )
+    return h_ta.stack(), c_ta.stack(), a_ta.stack(), h_last, c_last
+
+
+def _fused_backward(upstream, saved, r, mask, rd_mask):
+    """Backward loop of the fused path; see the module docstring for the idea.
+
+    Args:
+        upstream: ``(dhs [T,B,H], dh_T [B,H], dc_T [B,H])``.
+        saved: ``(hs, cs, acts, h0, c0)`` from the forward pass.
+        r: Scaled recurrent kernel ``[H, 4H]``.
+        mask: Boolean ``[T, B, 1]`` or None.
+        rd_mask: Recurrent dropout mask ``[B, H]`` or None.
+
+    Returns:
+        Gradients ``(d_xp [T,B,4H], d_r [H,4H], d_h0, d_c0)``.
+    """
+    dhs, dh, dc = upstream
+    hs, cs, acts, h0, c0 = saved
+    steps = tf.shape(hs)[0]
+    units = h0.shape[-1]
+
+    # Everything that does not depend on the backward carry, for all steps at once.
+    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # [T, B, H]
+    i, f, s, o = tf.split(acts, 4, axis=2)  # 4 x [T, B, H]
+    tanh_c = tf.tanh(cs)  # equals tanh(c_candidate) wherever the step is not masked
+    dc_from_dh = o * (1.0 - tanh_c * tanh_c)
+    gate_factor = tf.concat(
+        [
+            (2.0 * s - 1.0) * i * (1.0 - i),
+            c_prev * f * (1.0 - f),
+            2.0 * i * s * (1.0 - s),
+            tanh_c * o * (1.0 - o),
+        ],
+        axis=2,
+    )  # [T, B, 4H]
+    if mask is not None:
+        gate_factor = tf.where(mask, gate_factor, tf.zeros_like(gate_factor))
+
+    dhs_ta, a_ta, k_ta, f_ta = (_unstack(x) for x in (dhs, dc_from_dh, gate_factor, f))
+    mask_ta = _unstack(mask) if mask is not None else None
+
+    def body(t, dh, dc, dz_ta):
+        dh = dh + dhs_ta.read(t)
+        u = dc + dh * a_ta.read(t)  # dL/dc_candidate
+        dz = tf.concat([u, u, u, dh], axis=1) * k_ta.read(t)  # [B, 4H]
+        dh_prev = tf.matmul(dz, r, transpose_b=True)  # [B, H]
+        if rd_mask is not None:
+            dh_prev = dh_prev * rd_mask
+        dc_prev = u * f_ta.read(t)
+        if mask_ta is not None:
+            m = mask_ta.read(t)
+            dh_prev = tf.where(m, dh_prev, dh)
+            dc_prev = tf.where(m, dc_prev, dc)
+        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz)
+
+    _, dh0, dc0, dz_ta = tf.while_loop(
+        lambda t, *_: t >= 0,
+        body,
+        (steps - 1, dh, dc, tf.TensorArray(hs.dtype, size=steps)),
+        maximum_iterations=steps,
+    )
+    dz_all = dz_ta.stack()  # [T, B, 4H]
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # [T, B, H]
+    if rd_mask is not None:
+        h_prev = h_prev * rd_mask
+    # dL/dR summed over all steps as one large matmul.
+    d_r = tf.matmul(
+        tf.reshape(h_prev, [-1, units]),  # [T*B, H]
+        tf.reshape(dz_all, [-1, 4 * units]),  # [T*B, 4H]
+        transpose_a=True,
+    )  # [H, 4H]
+    return dz_all, d_r, dh0, dc0
+
+
+def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None):
+    """tanh/sigmoid LSTM recurrence with a hand-written gradient.
+
+    Args:
+        xp: Input projections incl. bias, c-gate columns scaled by 2: ``[T, B, 4H]``.
+        r: Recurrent kernel, c-gate columns scaled by 2: ``[H, 4H]``.
+        h0: Initial hidden state ``[B, H]``.
+        c0: Initial cell state ``[B, H]``.
+        mask: Boolean ``[T, B, 1]``; a False step keeps the state. None: no mask.
+        rd_mask: Recurrent dropout mask ``[B, H]`` (already scaled) or None.
+
+    Returns:
+        ``(hs [T, B, H], h_T [B, H], c_T [B, H])``.
+    """
+
+    @tf.custom_gradient
+    def run(xp, r, h0, c0):
+        hs, cs, acts, h_last, c_last = _fused_forward(xp, r, h0, c0, mask, rd_mask)
+
+        def grad(dhs, dh_last, dc_last):
+            upstream = tuple(
+                tf.zeros_like(ref) if g is None else g
+                for g, ref in ((dhs, hs), (dh_last, h_last), (dc_last, c_last))
+            )
+            return _fused_backward(upstream, (hs, cs, acts, h0, c0), r, mask, rd_mask)
+
+        return (hs, h_last, c_last), grad
+
+    return run(xp, r, h0, c0)
+
+
+def generic_recurrence(xp, r, h0, c0, mask, rd_mask, activation, recurrent_activation):
+    """LSTM recurrence for any activations; gradients by autodiff.
+
+    Args:
+        xp: Input projections incl. bias ``[T, B, 4H]`` (unscaled).
+        r: Recurrent kernel ``[H, 4H]`` (unscaled).
+        h0: Initial hidden state ``[B, H]``.
+        c0: Initial cell state ``[B, H]``.
+        mask: Boolean ``[T, B, 1]`` or None.
+        rd_mask: Recurrent dropout mask ``[B, H]`` or None.
+        activation: Cell activation callable.
+        recurrent_activation: Gate activation callable.
+
+    Returns:
+        ``(hs [T, B, H], h_T [B, H], c_T [B, H])``.
+    """
+    steps = tf.shape(xp)[0]
+    xp_ta = _unstack(xp)
+    mask_ta = _unstack(mask) if mask is not None else None
+
+    def body(t, h, c, h_ta):
+        h_in = h * rd_mask if rd_mask is not None else h
+        z = xp_ta.read(t) + tf.matmul(h_in, r)  # [B, 4H]
+        zi, zf, zc, zo = tf.split(z, 4, axis=1)  # 4 x [B, H]
+        c_new = recurrent_activation(zf) * c + recurrent_activation(zi) * activation(zc)
+        h_new = recurrent_activation(zo) * activation(c_new)
+        if mask_ta is not None:
+            m = mask_ta.read(t)
+            h_new = tf.where(m, h_new, h)
+            c_new = tf.where(m, c_new, c)
+        return t + 1, h_new, c_new, h_ta.write(t, h_new)
+
+    _, h_last, c_last, h_ta = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), h0, c0, tf.TensorArray(xp.dtype, size=steps)),
+        maximum_iterations=steps,
+    )
+    return h_ta.stack(), h_last, c_last
+
+
+def keras_masked_outputs(hs, mask):
+    """Outputs with Keras' masking semantics from the masked hidden states.
+
+    Keras repeats the previous *output* at a masked step, starting from zeros, so
+    until the first real step the output is zero even with a non-zero initial state.
+
+    Args:
+        hs: Hidden states after each step ``[T, B, H]``.
+        mask: Boolean ``[T, B, 1]`` or None.
+
+    Returns:
+        Outputs ``[T, B, H]``.
+    """
+    if mask is None:
+        return hs
+    seen = tf.cumsum(tf.cast(mask, tf.int32), axis=0) > 0  # [T, B, 1]
+    return tf.where(seen, hs, tf.zeros_like(hs))
+
+
+# --------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="stenograph")
+class LSTMCell(keras.layers.Layer):
+    """Owns the LSTM variables (Keras layout) and computes one step.
+
+    The ``LSTM`` layer runs whole sequences with its own loop and only borrows the
+    variables; ``call`` here is the single-step math, useful for streaming and
+    compatible with ``keras.layers.RNN``.
+
+    Args:
+        units: Hidden size ``H``.
+        activation: Cell activation (default tanh).
+        recurrent_activation: Gate activation (default sigmoid).
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer for ``kernel [I, 4H]``.
+        recurrent_initializer: Initializer for ``recurrent_kernel [H, 4H]``.
+        bias_initializer: Initializer for ``bias [4H]``.
+        unit_forget_bias: Add 1 to the forget-gate bias at initialisation.
+        kernel_regularizer: Regularizer of the kernel.
+        recurrent_regularizer: Regularizer of the recurrent kernel.
+        bias_regularizer: Regularizer of the bias.
+        kernel_constraint: Constraint of the kernel.
+        recurrent_constraint: Constraint of the recurrent kernel.
+        bias_constraint: Constraint of the bias.
+        **kwargs: Base layer arguments.
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units <= 0:
+            raise ValueError(f"LSTM units must be a positive integer. Received: units={units!r}")
+        self.units = units
+        self.activation = activations.get(activation)
+        self.recurrent_activation = activations.get(recurrent_activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.unit_forget_bias = unit_forget_bias
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.state_size = [units, units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        """Creates ``kernel``, ``recurrent_kernel`` and ``bias``."""
+        units = self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], 4 * units),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(units, 4 * units),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(4 * units,),
+                name="bias",
+                initializer=self._bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def _bias_initializer(self):
+        if not self.unit_forget_bias:
+            return self.bias_initializer
+        base, units = self.bias_initializer, self.units
+
+        def init(shape, dtype=None):
+            del shape
+            return tf.concat(
+                [base((units,), dtype), tf.ones((units,), dtype), base((2 * units,), dtype)],
+                axis=0,
+            )  # [4H] in gate order i, f, c, o
+
+        return init
+
+    def call(self, inputs, states, training=None):
+        """One step: ``inputs [B, I]``, ``states [h, c]`` -> ``(h, [h, c])``."""
+        del training
+        h, c = states
+        z = tf.matmul(inputs, tf.cast(self.kernel, inputs.dtype))  # [B, 4H]
+        z += tf.matmul(h, tf.cast(self.recurrent_kernel, inputs.dtype))
+        if self.use_bias:
+            z = tf.nn.bias_add(z, tf.cast(self.bias, inputs.dtype))
+        zi, zf, zc, zo = tf.split(z, 4, axis=1)  # 4 x [B, H]
+        act, rec = self.activation, self.recurrent_activation
+        c = rec(zf) * c + rec(zi) * act(zc)
+        h = rec(zo) * act(c)
+        return h, [h, c]
+
+    def get_initial_state(self, batch_size=None):
+        """Zero states ``[h, c]`` in the compute dtype."""
+        return [tf.zeros((batch_size, self.units), self.compute_dtype) for _ in range(2)]
+
+    def get_config(self):
+        """Every constructor argument."""
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "recurrent_activation": activations.serialize(self.recurrent_activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "unit_forget_bias": self.unit_forget_bias,
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        }
+
+
+@keras.saving.register_keras_serializable(package="stenograph")
+class LSTM(keras.layers.Layer):
+    """Long short-term memory layer with our own gate math.
+
+    Weights are laid out exactly as in ``keras.layers.LSTM`` (``kernel [I, 4H]``,
+    ``recurrent_kernel [H, 4H]``, ``bias [4H]``, gates i, f, c, o), so
+    ``set_weights(keras_lstm.get_weights())`` works both ways, and outputs, states
+    and masking semantics match Keras.
+
+    Args:
+        units: Hidden size ``H``.
+        activation: Cell activation (default tanh).
+        recurrent_activation: Gate activation (default sigmoid).
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer for ``kernel``.
+        recurrent_initializer: Initializer for ``recurrent_kernel``.
+        bias_initializer: Initializer for ``bias``.
+        unit_forget_bias: Add 1 to the forget-gate bias at initialisation.
+        kernel_regularizer: Regularizer of the kernel.
+        recurrent_regularizer: Regularizer of the recurrent kernel.
+        bias_regularizer: Regularizer of the bias.
+        activity_regularizer: Regularizer of the layer output.
+        kernel_constraint: Constraint of the kernel.
+        recurrent_constraint: Constraint of the recurrent kernel.
+        bias_constraint: Constraint of the bias.
+        dropout: Fraction of input features dropped (one mask per sequence, shared
+            across time steps and gates).
+        recurrent_dropout: Fraction of the recurrent state dropped (one mask per
+            sequence, shared across time steps and gates).
+        seed: Seed for the dropout masks.
+        return_sequences: Return ``[B, T, H]`` instead of the last output ``[B, H]``.
+        return_state: Also return the final states ``h`` and ``c``.
+        go_backwards: Process the (padded) sequence from its last step, like Keras:
+            padding is then met first and skipped by the mask. Outputs are in
+            processing order.
+        use_cudnn: ``"auto"`` uses the cuDNN kernel when ``cudnn_supported`` says
+            it can run and our kernel otherwise; ``True`` raises if it cannot run;
+            ``False`` always uses our kernel.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: ``[B, T, I]``.
+        mask: Boolean ``[B, T]`` Keras mask (optional).
+        training: Enables dropout.
+        initial_state: ``[h0, c0]``, each ``[B, H]`` (optional).
+        sequence_lengths: Integer ``[B]``; builds a right-padded mask and takes
+            precedence over ``mask``.
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if use_cudnn not in _USE_CUDNN_VALUES:
+            raise ValueError(
+                f"use_cudnn must be one of {_USE_CUDNN_VALUES}. Received: use_cudnn={use_cudnn!r}"
+            )
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1). Received: {name}={rate!r}")
+        self.cell = LSTMCell(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            unit_forget_bias=unit_forget_bias,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dtype=self.dtype_policy,
+            name="lstm_cell",
+        )
+        self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.use_cudnn = use_cudnn
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+        if use_cudnn is True and not self._cudnn_config_ok(training=True):
+            raise ValueError(
+                "use_cudnn=True needs activation='tanh', recurrent_activation='sigmoid', "
+                "use_bias=True and recurrent_dropout=0. Received: "
+                f"activation={activations.serialize(self.cell.activation)!r}, "
+                f"recurrent_activation={activations.serialize(self.cell.recurrent_activation)!r}, "
+                f"use_bias={use_bias!r}, recurrent_dropout={recurrent_dropout!r}. "
+                "Pass use_cudnn='auto' to fall back to our kernel."
+            )
+
+    # Weight properties, so code written for keras.layers.LSTM keeps working.
+    @property
+    def units(self):
+        """Hidden size ``H``."""
+        return self.cell.units
+
+    @property
+    def kernel(self):
+        """Input kernel ``[I, 4H]``."""
+        return self.cell.kernel
+
+    @property
+    def recurrent_kernel(self):
+        """Recurrent kernel ``[H, 4H]``."""
+        return self.cell.recurrent_kernel
+
+    @property
+    def bias(self):
+        """Bias ``[4H]`` or None."""
+        return self.cell.bias
+
+    def build(self, input_shape, *args, **kwargs):
+        """Builds the cell's variables from ``input_shape = [B, T, I]``."""
+        if input_shape[-1] is None:
+            raise ValueError(
+                f"LSTM needs a known feature dimension. Received: input_shape={input_shape}"
+            )
+        self.cell.build((input_shape[0], input_shape[-1]))
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        """Shape of the output (and states when ``return_state``)."""
+        batch, steps = input_shape[0], input_shape[1]
+        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if self.return_state:
+            return out, (batch, self.units), (batch, self.units)
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        """Passes the time mask on when sequences are returned."""
+        out_mask = mask if self.return_sequences else None
+        return [out_mask, None, None] if self.return_state else out_mask
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _cudnn_config_ok(self, training, dtype="float32", right_padded=True, gpu=True):
+        return cudnn.cudnn_supported(
+            activation=self.cell.activation,
+            recurrent_activation=self.cell.recurrent_activation,
+            use_bias=self.cell.use_bias,
+            recurrent_dropout=self.recurrent_dropout if training else 0.0,
+            unroll=False,
+            mask_right_padded=right_padded,
+            gpu_available=gpu,
+            compute_dtype=dtype,
+        )
+
+    def _choose_cudnn(self, training, right_padded):
+        """True to run cuDNN; raises when ``use_cudnn=True`` and it cannot run."""
+        if self.use_cudnn is False:
+            return False
+        ok = self._cudnn_config_ok(
+            training, self.compute_dtype, right_padded, cudnn.gpu_available()
+        )
+        if self.use_cudnn is True and not ok:
+            raise cudnn.CudnnUnavailableError(
+                f"use_cudnn=True but the cuDNN kernel cannot run for layer '{self.name}'. "
+                f"Received: gpu_available={cudnn.gpu_available()}, "
+                f"compute_dtype={self.compute_dtype}, mask_right_padded={right_padded}, "
+                f"recurrent_dropout={self.recurrent_dropout if training else 0.0}. "
+                "Pass use_cudnn='auto' to fall back to our kernel."
+            )
+        return ok
+
+    # ------------------------------------------------------------------ call
+
+    def call(self, inputs, mask=None, training=None, initial_state=None, sequence_lengths=None):
+        """Runs the layer; see the class docstring for the arguments."""
+        training = bool(training)
+        dtype = self.compute_dtype
+        inputs = tf.cast(inputs, dtype)
+        batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        right_padded, keras_mask = True, None
+        if sequence_lengths is not None:
+            mask = lengths_to_mask(sequence_lengths, steps)  # [B, T]
+        elif mask is not None:
+            mask = keras_mask = tf.cast(mask, tf.bool)
+            right_padded = cudnn.static_right_padded(mask)
+        h0, c0 = self._initial_state(initial_state, batch, dtype)
+        if training and self.dropout > 0:
+            keep = keras.random.dropout(
+                tf.ones_like(inputs[:, :1, :]), self.dropout, seed=self.seed_generator
+            )  # [B, 1, I]
+            inputs = inputs * keep
+
+        if self._choose_cudnn(training, right_padded):
+            lengths = None if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+            outputs, h, c = cudnn.cudnn_lstm(
+                inputs, h0, c0, self.kernel, self.recurrent_kernel, self.bias,
+                sequence_lengths=lengths, go_backwards=self.go_backwards, check_mask=keras_mask,
+            )  # fmt: skip
+            last = h if mask is not None else outputs[:, -1]
+        else:
+            outputs, h, c = self._run_ours(inputs, h0, c0, mask, training)
+            last = outputs[-1]
+            if self.return_sequences:
+                outputs = tf.transpose(outputs, [1, 0, 2])  # [B, T, H]
+        result = outputs if self.return_sequences else last
+        if self.return_state:
+            return result, h, c
+        return result
+
+    def _initial_state(self, initial_state, batch, dtype):
+        if initial_state is None:
+            zeros = tf.zeros(tf.stack([batch, self.units]), dtype)  # [B, H]
+            return zeros, zeros
+        if len(initial_state) != 2:
+            raise ValueError(
+                "initial_state must be [h0, c0]. "
+                f"Received: {len(initial_state)} tensors in initial_state"
+            )
+        return tuple(tf.cast(s, dtype) for s in initial_state)
+
+    def _run_ours(self, inputs, h0, c0, mask, training):
+        """Our kernel; returns time-major outputs ``[T, B, H]`` and final states."""
+        dtype = inputs.dtype
+        kernel = tf.cast(self.kernel, dtype)
+        recurrent = tf.cast(self.recurrent_kernel, dtype)
+        bias = tf.cast(self.bias, dtype) if self.cell.use_bias else None
+        fused = is_default_activation_pair(self.cell.activation, self.cell.recurrent_activation)
+        if fused:
+            scale = _gate_scale(self.units, dtype)  # [4H]
+            kernel, recurrent = kernel * scale, recurrent * scale
+            bias = bias * scale if bias is not None else None
+
+        x = tf.transpose(inputs, [1, 0, 2])  # [T, B, I]
+        if mask is not None:
+            mask = tf.transpose(mask)[:, :, None]  # [T, B, 1]
+        if self.go_backwards:
+            x = tf.reverse(x, [0])
+            mask = tf.reverse(mask, [0]) if mask is not None else None
+        xp = self._project(x, kernel, bias)  # [T, B, 4H]
+
+        rd_mask = None
+        if training and self.recurrent_dropout > 0:
+            rd_mask = keras.random.dropout(
+                tf.ones_like(h0), self.recurrent_dropout, seed=self.seed_generator
+            )  # [B, H]
+        if fused:
+            hs, h, c = fused_recurrence(xp, recurrent, h0, c0, mask, rd_mask)
+        else:
+            hs, h, c = generic_recurrence(
+                xp, recurrent, h0, c0, mask, rd_mask,
+                self.cell.activation, self.cell.recurrent_activation,
+            )  # fmt: skip
+        return keras_masked_outputs(hs, mask), h, c
+
+    def _project(self, x, kernel, bias):
+        """All time steps' input projections as one matmul: ``[T, B, I] -> [T, B, 4H]``."""
+        shape = tf.shape(x)
+        flat = tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel)  # [T*B, 4H]
+        if bias is not None:
+            flat = tf.nn.bias_add(flat, bias)
+        return tf.reshape(flat, tf.stack([shape[0], shape[1], 4 * self.units]))  # [T, B, 4H]
+
+    def get_config(self):
+        """Every constructor argument."""
+        cell = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell.pop(key, None)
+        return {
+            **super().get_config(),
+            **cell,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "use_cudnn": self.use_cudnn,
+        }
+
+
+def CudnnLSTM(units, use_cudnn=True, **kwargs):  # noqa: N802 (reads as a layer class)
+    """The cuDNN-backed LSTM: our ``LSTM`` with ``use_cudnn=True`` by default.
+
+    It is deliberately the same class with the same variables, so a checkpoint
+    (``.weights.h5``, ``.keras`` or ``tf.train.Checkpoint``) saved from one loads
+    into the other: Keras addresses layer weights by class name, so a separate
+    class would break exactly that interchange.
+
+    Args:
+        units: Hidden size ``H``.
+        use_cudnn: ``True`` (default) raises when cuDNN cannot run (e.g. no GPU);
+            ``"auto"`` falls back to our kernel.
+        **kwargs: Every other ``LSTM`` argument.
+
+    Returns:
+        An ``LSTM`` layer.
+    """
+    return LSTM(units, use_cudnn=use_cudnn, **kwargs)
