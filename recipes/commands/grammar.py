@@ -1,0 +1,316 @@
+"""The spoken-commands grammar: seeded, pure-Python sentence generation.
+
+Sentences are lowercase words separated by single spaces, with numbers spelled
+out, so the text given to a speech engine is exactly the transcript. Six
+categories: digit strings, numbers, playing cards, positions, movement and
+device commands.
+
+Example:
+    >>> from stenograph.recipes.commands.grammar import generate_sentences
+    >>> [s.text for s in generate_sentences(3, seed=1)]  # doctest: +SKIP
+    ['queen of clubs two of spades', 'turn left ninety degrees', 'four one one seven']
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEENS = (
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+)
+TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+RANKS = (
+    "ace",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "jack",
+    "queen",
+    "king",
+)
+SUITS = ("hearts", "diamonds", "clubs", "spades")
+
+POSITION_ROWS = ("front", "rear", "side", "top", "bottom")
+POSITION_COLUMNS = ("left", "center", "right")
+POSITION_PREFIXES = ("", "", "speaker", "camera", "move to", "select", "channel")
+
+ROOMS = (
+    "kitchen",
+    "bedroom",
+    "living room",
+    "bathroom",
+    "garage",
+    "hallway",
+    "office",
+    "garden",
+    "basement",
+    "dining room",
+)
+SWITCHABLE = ("lights", "fan", "heater", "radio", "television", "lamp", "air conditioner")
+OPENABLE = ("door", "window", "blinds", "curtains", "gate")
+MEDIA_ACTIONS = (
+    "play the next song",
+    "play the previous song",
+    "pause the music",
+    "resume the music",
+    "stop the music",
+    "volume up",
+    "volume down",
+    "mute the speaker",
+)
+TIME_UNITS = ("seconds", "minutes", "hours")
+
+CATEGORIES = ("digits", "numbers", "cards", "positions", "movement", "devices")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One generated sentence.
+
+    Attributes:
+        text: Lowercase words separated by single spaces.
+        category: One of `CATEGORIES`.
+    """
+
+    text: str
+    category: str
+
+
+def number_words(value: int) -> str:
+    """Spells out a number in American English words.
+
+    Args:
+        value: An integer in [0, 9999].
+
+    Returns:
+        The number in words, e.g. 42 -> "forty two", 305 -> "three hundred five",
+        1200 -> "one thousand two hundred".
+
+    Raises:
+        ValueError: If `value` is outside [0, 9999].
+    """
+    if not 0 <= value <= 9999:
+        raise ValueError(f"number_words handles 0..9999. Received: value={value}")
+    if value < 10:
+        return DIGITS[value]
+    if value < 20:
+        return TEENS[value - 10]
+    if value < 100:
+        tens, ones = divmod(value, 10)
+        return TENS[tens] if ones == 0 else f"{TENS[tens]} {DIGITS[ones]}"
+    if value < 1000:
+        hundreds, rest = divmod(value, 100)
+        head = f"{DIGITS[hundreds]} hundred"
+        return head if rest == 0 else f"{head} {number_words(rest)}"
+    thousands, rest = divmod(value, 1000)
+    head = f"{DIGITS[thousands]} thousand"
+    return head if rest == 0 else f"{head} {number_words(rest)}"
+
+
+def _small_number(rng: random.Random, low: int, high: int) -> str:
+    return number_words(rng.randint(low, high))
+
+
+def _digits(rng: random.Random) -> str:
+    count = rng.randint(3, 7)
+    return " ".join(rng.choice(DIGITS) for _ in range(count))
+
+
+def _numbers(rng: random.Random) -> str:
+    form = rng.randrange(5)
+    if form == 0:
+        return number_words(rng.randint(0, 99))
+    if form == 1:
+        return number_words(rng.randint(100, 999))
+    if form == 2:
+        return number_words(rng.randint(1000, 9999))
+    if form == 3:
+        noun = rng.choice(("channel", "room", "page", "line", "track", "gate", "level"))
+        return f"{noun} {number_words(rng.randint(1, 199))}"
+    return f"{number_words(rng.randint(1, 99))} and {number_words(rng.randint(1, 99))}"
+
+
+def _card(rng: random.Random) -> str:
+    return f"{rng.choice(RANKS)} of {rng.choice(SUITS)}"
+
+
+def _cards(rng: random.Random) -> str:
+    count = rng.choice((1, 1, 2, 2, 3))
+    return " ".join(_card(rng) for _ in range(count))
+
+
+def _position(rng: random.Random) -> str:
+    place = f"{rng.choice(POSITION_ROWS)} {rng.choice(POSITION_COLUMNS)}"
+    prefix = rng.choice(POSITION_PREFIXES)
+    if prefix == "channel":
+        return f"{place} channel"
+    return f"{prefix} {place}".strip()
+
+
+def _positions(rng: random.Random) -> str:
+    count = rng.choice((1, 1, 1, 2, 3))
+    return " ".join(_position(rng) for _ in range(count))
+
+
+def _movement(rng: random.Random) -> str:
+    form = rng.randrange(5)
+    if form == 0:
+        direction = rng.choice(("forward", "backward", "back", "ahead"))
+        unit = rng.choice(("meters", "steps", "feet", "centimeters"))
+        return (
+            f"{rng.choice(('go', 'move', 'drive'))} {direction} {_small_number(rng, 2, 99)} {unit}"
+        )
+    if form == 1:
+        side = rng.choice(("left", "right"))
+        angle = rng.choice((10, 15, 20, 30, 45, 60, 90, 120, 135, 180, 270, 360))
+        return f"turn {side} {number_words(angle)} degrees"
+    if form == 2:
+        side = rng.choice(("left", "right", "up", "down"))
+        return f"{rng.choice(('move', 'go', 'look'))} {side} {_small_number(rng, 2, 20)} steps"
+    if form == 3:
+        return rng.choice(
+            ("stop", "go home", "turn around", "stop now", "go forward", "go back", "slow down")
+        )
+    first = f"go forward {_small_number(rng, 2, 20)} meters"
+    return f"{first} then turn {rng.choice(('left', 'right'))}"
+
+
+def _devices(rng: random.Random) -> str:
+    form = rng.randrange(7)
+    room = rng.choice(ROOMS)
+    if form == 0:
+        state = rng.choice(("on", "off"))
+        return f"turn {state} the {room} {rng.choice(SWITCHABLE)}"
+    if form == 1:
+        unit = rng.choice(TIME_UNITS)
+        amount = rng.randint(2, 59) if unit != "hours" else rng.randint(2, 12)
+        return f"set a timer for {number_words(amount)} {unit}"
+    if form == 2:
+        return f"set the {room} temperature to {_small_number(rng, 15, 30)} degrees"
+    if form == 3:
+        return f"dim the {room} lights to {number_words(rng.randrange(10, 100, 10))} percent"
+    if form == 4:
+        verb = rng.choice(("open", "close", "lock", "unlock"))
+        return f"{verb} the {room} {rng.choice(OPENABLE)}"
+    if form == 5:
+        return rng.choice(MEDIA_ACTIONS)
+    hour = number_words(rng.randint(1, 12))
+    minute = rng.choice(("", " fifteen", " thirty", " forty five", " o'clock"))
+    return f"wake me up at {hour}{minute}"
+
+
+_GENERATORS: dict[str, Callable[[random.Random], str]] = {
+    "digits": _digits,
+    "numbers": _numbers,
+    "cards": _cards,
+    "positions": _positions,
+    "movement": _movement,
+    "devices": _devices,
+}
+
+
+def generate_sentences(
+    num_sentences: int, seed: int = 0, max_words: int | None = None
+) -> list[Sentence]:
+    """Draws distinct sentences from the grammar, taking the categories in turn.
+
+    The result depends only on `num_sentences` and `seed`. Categories take turns,
+    so they hold equal shares until a small one (devices holds under a thousand
+    distinct sentences) runs out; the others then fill the remainder.
+
+    Args:
+        num_sentences: How many distinct sentences to return (at most 20,000).
+        seed: Seed of the random generator.
+        max_words: If set, only sentences of at most this many words (at least 3).
+
+    Returns:
+        `num_sentences` distinct sentences in generation order.
+
+    Raises:
+        ValueError: If `num_sentences` is not in [1, 20000] or `max_words` < 3.
+    """
+    if not 1 <= num_sentences <= 20_000:
+        raise ValueError(
+            f"num_sentences must be in [1, 20000]. Received: num_sentences={num_sentences}"
+        )
+    if max_words is not None and max_words < 3:
+        raise ValueError(f"max_words must be at least 3. Received: max_words={max_words}")
+    rng = random.Random(seed)
+    generators = _GENERATORS
+    if max_words is not None:
+        generators = {c: _limited(g, max_words) for c, g in _GENERATORS.items()}
+    seen: set[str] = set()
+    sentences: list[Sentence] = []
+    open_categories = list(CATEGORIES)
+    turn = 0
+    while len(sentences) < num_sentences:
+        category = open_categories[turn % len(open_categories)]
+        text = _draw_new(generators[category], rng, seen)
+        if text is None:
+            open_categories.remove(category)
+            continue
+        turn += 1
+        seen.add(text)
+        sentences.append(Sentence(text=text, category=category))
+    return sentences
+
+
+def _limited(
+    generator: Callable[[random.Random], str], max_words: int
+) -> Callable[[random.Random], str]:
+    """Wraps a generator to redraw until a sentence has at most `max_words` words."""
+
+    def draw(rng: random.Random) -> str:
+        while True:
+            text = generator(rng)
+            if len(text.split()) <= max_words:
+                return text
+
+    return draw
+
+
+def _draw_new(
+    generator: Callable[[random.Random], str], rng: random.Random, seen: set[str]
+) -> str | None:
+    """Returns an unseen sentence, or None when 500 draws in a row were all seen."""
+    for _ in range(500):
+        text = generator(rng)
+        if text not in seen:
+            return text
+    return None
+
+
+def grammar_vocabulary() -> set[str]:
+    """Returns every word the grammar can produce."""
+    words: set[str] = set(DIGITS) | set(TEENS) | {w for w in TENS if w}
+    words |= {"hundred", "thousand", "and", "of", "then", "the", "to", "for", "at", "a"}
+    words |= set(RANKS) | set(SUITS) | set(POSITION_ROWS) | set(POSITION_COLUMNS)
+    for phrase in (*POSITION_PREFIXES, *ROOMS, *SWITCHABLE, *OPENABLE, *MEDIA_ACTIONS):
+        words |= set(phrase.split())
+    words |= set(TIME_UNITS)
+    words |= {"channel", "room", "page", "line", "track", "gate", "level"}
+    words |= {"go", "move", "drive", "forward", "backward", "back", "ahead", "turn"}
+    words |= {"meters", "steps", "feet", "centimeters", "degrees", "up", "down", "look"}
+    words |= {"stop", "home", "around", "now", "slow", "on", "off", "set", "timer"}
+    words |= {"temperature", "dim", "lights", "percent", "open", "close", "lock", "unlock"}
+    words |= {"wake", "me", "o'clock"}
+    return words
