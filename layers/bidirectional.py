@@ -39,9 +39,8 @@ class BiLSTMStack(keras.layers.Layer):
     The backward LSTM reads every sequence reversed *within its length*
     (``tf.reverse_sequence``), so it starts at the last real frame rather than at
     the padding, and its outputs are reversed back into input order. Outputs on
-    padded frames match ``keras.layers.Bidirectional(keras.layers.LSTM(...))``
-    with a mask: the forward half repeats the last real output, the backward half
-    is zero.
+    padded frames are zero, as in ``keras.layers.Bidirectional(keras.layers.LSTM(...))``
+    with a mask.
 
     Args:
         units: Hidden size ``H`` of each direction.
@@ -90,13 +89,28 @@ class BiLSTMStack(keras.layers.Layer):
         def lstm(name):
             return LSTM(units, return_sequences=True, use_cudnn=use_cudnn, dtype=policy, name=name)
 
-        self.forward_layers = [lstm(f"forward_{i}") for i in range(num_layers)]
-        self.backward_layers = [lstm(f"backward_{i}") for i in range(num_layers)]
+        # Interleaved (forward_0, backward_0, forward_1, ...) so that the weights come in
+        # the order of a stack of keras.layers.Bidirectional: set_weights copies over.
+        self.lstm_layers = [
+            lstm(f"{direction}_{i}")
+            for i in range(num_layers)
+            for direction in ("forward", "backward")
+        ]
         self.dropout_layers = [
             keras.layers.Dropout(dropout, seed=seed, dtype=policy) for _ in range(num_layers - 1)
         ]
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    @property
+    def forward_layers(self):
+        """The forward ``LSTM`` of each layer."""
+        return self.lstm_layers[0::2]
+
+    @property
+    def backward_layers(self):
+        """The backward ``LSTM`` of each layer."""
+        return self.lstm_layers[1::2]
 
     @property
     def output_dim(self):
@@ -143,8 +157,8 @@ class BiLSTMStack(keras.layers.Layer):
             reversed_x, sequence_lengths=lengths, training=training
         )  # [B, T, H] in reversed order
         backward = tf.reverse_sequence(backward, lengths, seq_axis=1, batch_axis=0)
-        backward = tf.where(valid, backward, tf.zeros_like(backward))
-        return merge_directions(forward, backward, self.merge_mode)
+        merged = merge_directions(forward, backward, self.merge_mode)  # [B, T, 2H] or [B, T, H]
+        return tf.where(valid, merged, tf.zeros_like(merged))  # zeros on padding, as Keras
 
     def get_config(self):
         """Every constructor argument."""
