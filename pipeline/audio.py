@@ -1,0 +1,486 @@
+"""Audio decoding: any file libsndfile reads → mono float32 at the model's rate.
+
+`load_audio` decodes WAV (8/16/24/32-bit integer or float PCM), FLAC, Ogg Vorbis
+and MP3 through libsndfile (the `soundfile` package), reads only the frames an
+offset/duration asks for, averages channels and resamples with soxr. Every failure
+raises `AudioDecodeError` naming the file and the problem (missing, a folder,
+empty, truncated, a header that claims more data than the file holds, non-finite
+samples), so a data loop can report and skip it.
+
+`decode_wav_tf` and `resample_tf` are TensorFlow graph ops for serving: a
+SavedModel can take 16-bit PCM WAV bytes at any sample rate.
+
+tensorflow-io is an optional second backend (``backend="tfio"``), used only where
+its compiled ops load (see `tfio_compat`); elsewhere it falls back to soundfile
+without a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import soundfile
+import soxr
+
+from .errors import AudioDecodeError
+from .tfio_compat import load_tfio, tfio_ops_available
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = [
+    "AudioDecodeError",
+    "AudioInfo",
+    "audio_info",
+    "decode_wav_tf",
+    "load_audio",
+    "resample",
+    "resample_tf",
+    "to_mono",
+]
+
+Backend = Literal["soundfile", "tfio"]
+# Formats whose header frame count is an estimate (MP3's Xing/LAME header, or none).
+_INEXACT_LENGTH_FORMATS = frozenset({"MP3", "MPEG"})
+_INEXACT_LENGTH_TOLERANCE = 0.02
+_MAX_POLYPHASE_ENTRIES = 2**24
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio file's header says.
+
+    Attributes:
+        path: The file.
+        sample_rate: Frames per second.
+        frames: Number of frames (for MP3 an estimate from the header).
+        channels: Number of channels.
+        format: libsndfile container name, e.g. ``"WAV"``, ``"FLAC"``, ``"MP3"``.
+        subtype: Sample encoding, e.g. ``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``.
+    """
+
+    path: str
+    sample_rate: int
+    frames: int
+    channels: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def _check_file(path: str) -> None:
+    """Raises AudioDecodeError unless `path` is a non-empty regular file."""
+    if not os.path.exists(path):
+        raise AudioDecodeError(f"audio file not found: {path!r}")
+    if os.path.isdir(path):
+        raise AudioDecodeError(f"audio path is a folder, not a file: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise AudioDecodeError(f"audio file is empty (0 bytes): {path!r}")
+
+
+def _open(path: str) -> soundfile.SoundFile:
+    try:
+        return soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioDecodeError(f"cannot decode audio file {path!r}: {_reason(e)}") from None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error)
+    # libsndfile repeats the path in its message; keep only the reason after it.
+    return text.split(": ", 1)[1] if text.startswith("Error opening") and ": " in text else text
+
+
+def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Reads an audio file's header (fast: decodes no samples for WAV/FLAC/Ogg).
+
+    Args:
+        path: The audio file.
+
+    Returns:
+        An `AudioInfo`.
+
+    Raises:
+        AudioDecodeError: If the file is missing, empty, a folder, not audio, has no
+            frames, or is a WAV whose header claims more data than the file holds.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    with _open(path) as f:
+        info = AudioInfo(path, f.samplerate, f.frames, f.channels, f.format, f.subtype)
+    if info.format == "WAV":
+        _check_wav_data_size(path)
+    if info.frames <= 0:
+        raise AudioDecodeError(f"audio file has no samples: {path!r}")
+    return info
+
+
+def wav_declared_and_actual_data_bytes(header: bytes, file_size: int) -> tuple[int, int] | None:
+    """Finds a RIFF/WAVE file's data chunk and compares its declared size with the file.
+
+    Args:
+        header: The first bytes of the file (the data chunk header must be inside).
+        file_size: Size of the whole file in bytes.
+
+    Returns:
+        ``(declared, available)`` data bytes, or None when the header is not a plain
+        RIFF/WAVE one or declares an unknown size (0 or 0xFFFFFFFF, as streaming
+        writers do).
+    """
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(header):
+        chunk_id, size = (
+            header[position : position + 4],
+            struct.unpack("<I", header[position + 4 : position + 8])[0],
+        )
+        if chunk_id == b"data":
+            if size in (0, 0xFFFFFFFF):
+                return None
+            return size, file_size - (position + 8)
+        position += 8 + size + (size & 1)  # chunks are padded to even sizes
+    return None
+
+
+def _check_wav_data_size(path: str) -> None:
+    with open(path, "rb") as f:
+        header = f.read(65536)
+    sizes = wav_declared_and_actual_data_bytes(header, os.path.getsize(path))
+    if sizes is not None and sizes[0] > sizes[1]:
+        raise AudioDecodeError(
+            f"WAV file is truncated or its header is wrong: the header declares {sizes[0]} "
+            f"bytes of audio data but the file holds {sizes[1]}: {path!r}"
+        )
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Averages channels: ``[frames, channels]`` or ``[frames]`` → ``[frames]`` float32."""
+    if samples.ndim == 1:
+        return samples.astype(np.float32, copy=False)
+    return samples.mean(axis=1, dtype=np.float32)  # [frames, channels] -> [frames]
+
+
+def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resamples mono float32 audio with soxr (high quality, as librosa's default).
+
+    Args:
+        samples: ``[frames]`` float32.
+        orig_rate: Rate of `samples` in Hz.
+        target_rate: Wanted rate in Hz.
+
+    Returns:
+        ``[round(frames * target_rate / orig_rate)]`` float32.
+    """
+    if orig_rate == target_rate or samples.size == 0:
+        return samples
+    return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(
+        np.float32, copy=False
+    )
+
+
+def _validate_request(
+    sample_rate: int, offset: float, duration: float | None, backend: str
+) -> None:
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise ValueError(
+            f"sample_rate must be a positive int. Received: sample_rate={sample_rate!r}"
+        )
+    if not math.isfinite(offset) or offset < 0:
+        raise ValueError(f"offset must be a finite number >= 0. Received: offset={offset!r}")
+    if duration is not None and (not math.isfinite(duration) or duration <= 0):
+        raise ValueError(
+            f"duration must be None or a finite number > 0. Received: duration={duration!r}"
+        )
+    if backend not in ("soundfile", "tfio"):
+        raise ValueError(f"backend must be 'soundfile' or 'tfio'. Received: backend={backend!r}")
+
+
+def frame_range(
+    offset: float, duration: float | None, sample_rate: int, total_frames: int
+) -> tuple[int, int]:
+    """Returns the ``(start, stop)`` frames of an offset/duration request, clipped to the file.
+
+    Args:
+        offset: Start in seconds.
+        duration: Length in seconds, or None for "to the end".
+        sample_rate: The file's rate.
+        total_frames: The file's length in frames.
+
+    Raises:
+        AudioDecodeError: If the start lies at or beyond the end of the file.
+    """
+    start = int(round(offset * sample_rate))
+    if start >= total_frames:
+        raise AudioDecodeError(
+            f"offset {offset:g}s is at or beyond the end of the audio "
+            f"({total_frames / sample_rate:g}s)"
+        )
+    stop = (
+        total_frames
+        if duration is None
+        else min(total_frames, start + int(round(duration * sample_rate)))
+    )
+    return start, max(stop, start + 1)
+
+
+def _read_soundfile(path: str, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    info = audio_info(path)
+    start, stop = _frame_range_for(path, offset, duration, info)
+    with _open(path) as f:
+        try:
+            if start:
+                f.seek(start)
+            samples = f.read(stop - start, dtype="float32", always_2d=True)  # [frames, channels]
+        except (soundfile.LibsndfileError, RuntimeError) as e:
+            raise AudioDecodeError(
+                f"cannot decode audio file {path!r} (truncated or corrupt?): {e}"
+            ) from None
+    _check_length(path, info, len(samples), stop - start)
+    return samples, info.sample_rate
+
+
+def _frame_range_for(
+    path: str, offset: float, duration: float | None, info: AudioInfo
+) -> tuple[int, int]:
+    try:
+        return frame_range(offset, duration, info.sample_rate, info.frames)
+    except AudioDecodeError as e:
+        raise AudioDecodeError(f"{e}: {path!r}") from None
+
+
+def _check_length(path: str, info: AudioInfo, decoded: int, expected: int) -> None:
+    tolerance = _INEXACT_LENGTH_TOLERANCE if info.format in _INEXACT_LENGTH_FORMATS else 0.0
+    if decoded == 0:
+        raise AudioDecodeError(f"decoded no samples from audio file {path!r}")
+    if decoded < expected * (1.0 - tolerance):
+        raise AudioDecodeError(
+            f"audio file is truncated: its header promises {expected} frames for the requested "
+            f"range but only {decoded} could be decoded: {path!r}"
+        )
+
+
+def _read_tfio(path: str, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    info = audio_info(path)  # the same checks, and a rate/length tfio reads lazily
+    start, stop = _frame_range_for(path, offset, duration, info)
+    tfio = load_tfio()
+    try:
+        tensor = tfio.audio.AudioIOTensor(path)
+        chunk = tensor[start:stop].numpy()  # [frames, channels], reads only this range
+    except Exception as e:  # noqa: BLE001 - tfio raises many unrelated types on bad files
+        raise AudioDecodeError(f"tensorflow-io cannot decode audio file {path!r}: {e}") from None
+    samples = _int_to_float(chunk)
+    _check_length(path, info, len(samples), stop - start)
+    return samples, int(tensor.rate.numpy())
+
+
+def _int_to_float(samples: np.ndarray) -> np.ndarray:
+    """Scales integer PCM to [-1, 1) float32 the way libsndfile does."""
+    if samples.dtype == np.uint8:
+        return (samples.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(samples.dtype, np.integer):
+        return samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
+    return samples.astype(np.float32, copy=False)
+
+
+def _check_finite(samples: np.ndarray, path: str) -> None:
+    bad = int(np.count_nonzero(~np.isfinite(samples)))
+    if bad:
+        raise AudioDecodeError(
+            f"audio file contains {bad} non-finite samples (NaN or infinity): {path!r}"
+        )
+
+
+def load_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int = 16000,
+    offset: float = 0.0,
+    duration: float | None = None,
+    *,
+    backend: Backend = "soundfile",
+) -> np.ndarray:
+    """Decodes (part of) an audio file to mono float32 at `sample_rate`.
+
+    Args:
+        path: WAV, FLAC, Ogg Vorbis or MP3 file (anything libsndfile reads).
+        sample_rate: Output rate in Hz; the file is resampled with soxr if it differs.
+        offset: Start of the stretch to read, in seconds.
+        duration: Length of the stretch in seconds (clipped to the end of the file),
+            or None for the rest of the file. Only the needed frames are read.
+        backend: ``"soundfile"`` (libsndfile, the fast default) or ``"tfio"``
+            (tensorflow-io; used only where its compiled ops load, otherwise this
+            falls back to soundfile silently).
+
+    Returns:
+        ``[frames]`` float32 in [-1, 1].
+
+    Raises:
+        AudioDecodeError: Naming the file: missing, a folder, empty, not audio,
+            truncated, header claiming more data than present, offset past the end,
+            or NaN/infinite samples.
+        ValueError: If an argument is out of range.
+    """
+    _validate_request(sample_rate, offset, duration, backend)
+    path = os.fspath(path)
+    if backend == "tfio" and tfio_ops_available():
+        samples, rate = _read_tfio(path, offset, duration)
+    else:
+        samples, rate = _read_soundfile(path, offset, duration)
+    mono = to_mono(samples)
+    _check_finite(mono, path)
+    return resample(mono, rate, sample_rate)
+
+
+# --------------------------------------------------------------------------------------
+# In-graph decoding and resampling (TensorFlow ops, usable inside a SavedModel).
+# --------------------------------------------------------------------------------------
+
+
+def decode_wav_tf(wav_bytes: tf.Tensor | bytes, sample_rate: int = 16000) -> tf.Tensor:
+    """Decodes 16-bit PCM WAV bytes to mono float32 at `sample_rate`, as TF ops.
+
+    `tf.audio.decode_wav` reads only 16-bit PCM; other encodings raise
+    `tf.errors.InvalidArgumentError` at run time. Channels are averaged and the
+    audio is resampled in-graph (`resample_tf`) when the file's rate differs.
+
+    Args:
+        wav_bytes: A scalar `tf.string` holding a whole WAV file.
+        sample_rate: Output rate in Hz (a Python int).
+
+    Returns:
+        ``[samples]`` float32.
+    """
+    import tensorflow as tf
+
+    audio, file_rate = tf.audio.decode_wav(wav_bytes)  # [frames, channels], scalar int32
+    mono = tf.reduce_mean(audio, axis=1)  # [frames]
+    return resample_tf(mono, file_rate, sample_rate)
+
+
+def resample_tf(
+    waveform: tf.Tensor,
+    orig_rate: int | tf.Tensor,
+    target_rate: int | tf.Tensor,
+    zero_crossings: int = 16,
+    rolloff: float = 0.945,
+    kaiser_beta: float = 8.6,
+) -> tf.Tensor:
+    """Resamples a 1-D waveform with a Kaiser-windowed sinc polyphase filter, as TF ops.
+
+    Rates may be run-time tensors (e.g. read from a WAV header). With
+    ``g = gcd(orig, target)``, every ``down = orig / g`` input samples produce
+    ``up = target / g`` outputs, so one ``[down + taps, up]`` filter matrix applied
+    to overlapping input frames (one matmul) computes all outputs. This suits the
+    usual rates (8, 11.025, 16, 22.05, 24, 32, 44.1, 48, 96 kHz); for near-coprime
+    rates the matrix grows as ``up * down``, which is refused above 2**24 entries.
+
+    Args:
+        waveform: ``[samples]`` float32.
+        orig_rate: Rate of `waveform` in Hz.
+        target_rate: Wanted rate in Hz.
+        zero_crossings: Half-width of the sinc in zero crossings of the lowpass.
+        rolloff: Lowpass cutoff as a fraction of the lower Nyquist frequency.
+        kaiser_beta: Kaiser window shape (8.6 ≈ 80 dB stopband).
+
+    Returns:
+        ``[ceil(samples * target_rate / orig_rate)]`` float32.
+    """
+    import tensorflow as tf
+
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    orig = tf.cast(orig_rate, tf.int64)
+    target = tf.cast(target_rate, tf.int64)
+    return tf.cond(
+        tf.equal(orig, target),
+        lambda: tf.identity(waveform),
+        lambda: _resample_polyphase_tf(
+            waveform, orig, target, zero_crossings, rolloff, kaiser_beta
+        ),
+    )
+
+
+def _gcd_tf(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Greatest common divisor of two positive int64 scalars (Euclid, in-graph)."""
+    import tensorflow as tf
+
+    result, _ = tf.while_loop(
+        lambda x, y: tf.not_equal(y, 0), lambda x, y: (y, tf.math.floormod(x, y)), (a, b)
+    )
+    return result
+
+
+def _polyphase_matrix_tf(
+    up: tf.Tensor,
+    down: tf.Tensor,
+    pad: tf.Tensor,
+    cutoff: tf.Tensor,
+    half_width: tf.Tensor,
+    beta: float,
+) -> tf.Tensor:
+    """Builds the ``[down + 2 * pad, up]`` matrix: column j filters output phase j."""
+    import tensorflow as tf
+
+    rows = tf.range(down + 2 * pad, dtype=tf.float64) - tf.cast(
+        pad, tf.float64
+    )  # input index in a frame
+    phase_times = (
+        tf.range(up, dtype=tf.float64) * tf.cast(down, tf.float64) / tf.cast(up, tf.float64)
+    )
+    distance = rows[:, None] - phase_times[None, :]  # [M, up], in input samples
+    ratio = tf.clip_by_value(distance / half_width, -1.0, 1.0)
+    window = tf.math.special.bessel_i0(beta * tf.sqrt(1.0 - ratio**2)) / tf.math.special.bessel_i0(
+        tf.constant(beta, tf.float64)
+    )
+    window = tf.where(tf.abs(distance) < half_width, window, tf.zeros_like(window))
+    x = cutoff * distance
+    safe_x = tf.where(tf.equal(x, 0.0), tf.ones_like(x), x)  # avoids 0/0 at the centre tap
+    sinc = tf.where(
+        tf.equal(x, 0.0), tf.ones_like(x), tf.sin(math.pi * safe_x) / (math.pi * safe_x)
+    )
+    return tf.cast(cutoff * sinc * window, tf.float32)  # [M, up]
+
+
+def _resample_polyphase_tf(
+    waveform: tf.Tensor,
+    orig: tf.Tensor,
+    target: tf.Tensor,
+    zero_crossings: int,
+    rolloff: float,
+    beta: float,
+) -> tf.Tensor:
+    import tensorflow as tf
+
+    g = _gcd_tf(orig, target)
+    up, down = target // g, orig // g
+    ratio = tf.cast(up, tf.float64) / tf.cast(down, tf.float64)
+    cutoff = rolloff * tf.minimum(tf.constant(1.0, tf.float64), ratio)
+    half_width = zero_crossings / cutoff  # in input samples
+    pad = tf.cast(tf.math.ceil(half_width), tf.int64)
+    frame_length = down + 2 * pad
+    tf.debugging.assert_less_equal(
+        frame_length * up,
+        tf.constant(_MAX_POLYPHASE_ENTRIES, tf.int64),
+        message="resample_tf: sample rates too close to coprime for a polyphase matrix; "
+        "resample offline",
+    )
+    matrix = _polyphase_matrix_tf(up, down, pad, cutoff, half_width, beta)  # [M, up]
+    num_in = tf.shape(waveform, out_type=tf.int64)[0]
+    num_out = (num_in * up + down - 1) // down
+    groups = (num_out + up - 1) // up
+    needed = (groups - 1) * down + frame_length  # input samples the last frame reaches
+    right = tf.maximum(tf.constant(0, tf.int64), needed - (num_in + pad))
+    padded = tf.pad(waveform, [[pad, right]])  # [pad + S + right]
+    # tf.signal.frame computes shapes in int32 when the input length is unknown.
+    frames = tf.signal.frame(padded, tf.cast(frame_length, tf.int32), tf.cast(down, tf.int32))
+    frames = frames[:groups]  # [G, M]
+    outputs = tf.matmul(frames, matrix)  # [G, up]
+    return tf.reshape(outputs, [-1])[:num_out]  # [G * up] -> [num_out]
