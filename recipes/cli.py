@@ -1,0 +1,106 @@
+"""The `stenograph` command line.
+
+    stenograph prepare librispeech --corpus /data/LibriSpeech --data-dir data/librispeech
+    stenograph train --config data/librispeech/config.json --exp-dir exp/librispeech
+    stenograph evaluate --exp-dir exp/librispeech --manifest data/librispeech/test-clean.jsonl
+
+Each subcommand lives in its own module exposing `register(subparsers)`, which adds
+a parser and sets `handler=<function(args) -> int>` as its default. To add a
+command, write such a module and append its dotted name to `COMMAND_MODULES`. A
+module that is not importable (not written yet, or a missing optional dependency)
+is left out of the parser rather than stubbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+# Ordered as they appear in `stenograph --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "stenograph.recipes.commands.demo",
+    "stenograph.recipes.runner",  # prepare
+    "stenograph.recipes.train",
+    "stenograph.recipes.evaluate",
+    "stenograph.recipes.transcribe",
+    "stenograph.recipes.export",
+    "stenograph.recipes.lm",
+)
+
+_log = logging.getLogger("stenograph")
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the top-level parser with every importable subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="stenograph",
+        description="Speech recognition training and transcription on Keras 3 / TensorFlow.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="Verbosity of stenograph's own messages.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = _import_command(name)
+        if module is not None:
+            module.register(subparsers)
+    return parser
+
+
+def _import_command(name: str):  # noqa: ANN202 (a module or None)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        # Only "this command module does not exist (yet)" is tolerated; a missing
+        # dependency inside an existing module is a real error and is re-raised.
+        if error.name is not None and name.startswith(error.name):
+            return None
+        raise
+    return module if hasattr(module, "register") else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `stenograph` command line.
+
+    Args:
+        argv: Arguments without the program name; `sys.argv[1:]` when None.
+
+    Returns:
+        The process exit code: 0 on success, 1 on an error the user can fix,
+        2 on a usage error, 130 when interrupted.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="stenograph: %(message)s", stream=sys.stderr
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        _log.error("interrupted")
+        return 130
+    except (CommandError, FileNotFoundError, ValueError) as error:
+        # Errors that explain themselves reach the user as one line; anything
+        # else is a bug and keeps its traceback.
+        _log.error("error: %s", error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
