@@ -18,7 +18,8 @@ Stages, earliest first:
   NaN/infinite samples); prepare may let it through, the training data pipeline
   must skip it.
 * ``model``: fine as data, but unusable for training this model (too short for
-  its transcript under CTC, or longer than the training duration limit); only
+  its transcript under CTC once the model's 3x time reduction is applied, or
+  longer than the training duration limit of 20-40 s); only
   the training data pipeline skips it, while `transcribe` still reads its audio.
 
 Good utterances are short synthetic speech from espeak-ng when it is installed,
@@ -435,6 +436,20 @@ def _add_lengths(builder: _Builder, audio_dir: Path, long_seconds: float) -> Non
         "transcript_too_long_for_ctc",
         "audio/short.wav",
         "this transcript has far more characters than a third of a second can carry",
+        outcome="skipped",
+        stage="model",
+        reason_keywords=("frames", "ctc", "longer", "label"),
+        transcribable=True,
+    )
+    # 0.6 s gives ~61 feature frames: enough for these 29 characters at the feature
+    # rate, but not after a model's 3x time reduction (20 frames). Only a check that
+    # knows the model's reduction catches it; otherwise CTC sees an impossible target.
+    _write(audio_dir / "reduced.wav", _tone(0.6))
+    builder.add_audio(
+        "too-long-reduced",
+        "transcript_too_long_after_time_reduction",
+        "audio/reduced.wav",
+        "quick brown fox jumps over it",
         outcome="skipped",
         stage="model",
         reason_keywords=("frames", "ctc", "longer", "label"),

@@ -14,10 +14,12 @@ import soundfile
 from hostile_corpus import GOOD_TRANSCRIPTS, HostileCorpus, write_hostile_corpus
 
 from stenograph.pipeline import (
+    ENGLISH_ALPHABET,
     AudioDecodeError,
     ManifestError,
     ProblemReport,
     TextNormalizer,
+    Vocabulary,
     audio_info,
     load_audio,
     read_manifest,
@@ -169,3 +171,34 @@ def test_transcripts_normalise_as_expected(corpus: HostileCorpus) -> None:
     assert [n for _, n in GOOD_TRANSCRIPTS] == [
         item.normalized_text for item in corpus.select("used") if item.kind == "good"
     ]
+
+
+# ---------------------------------------------------------------------------
+# The training data pipeline.
+
+
+def test_training_dataset_uses_the_good_and_reports_every_bad_item(corpus: HostileCorpus) -> None:
+    from stenograph.pipeline.dataset import DatasetConfig, DropReport, make_dataset
+    from stenograph.pipeline.features import FeatureConfig
+
+    utterances = read_manifest(corpus.manifest, on_problem=lambda p: None)
+    vocabulary = Vocabulary.from_alphabet(ENGLISH_ALPHABET)  # lacks "ö" and "語"
+    report = DropReport()
+    config = DatasetConfig(batch_size=4, time_reduction=3, max_duration=20.0, seed=3)
+    dataset = make_dataset(
+        utterances, vocabulary, FeatureConfig(), config, training=True, report=report
+    )
+    seen: list[str] = []
+    for batch in dataset:
+        assert np.all(np.isfinite(batch.features.numpy()))
+        assert np.all(batch.label_lengths.numpy() > 0)
+        seen += [name.decode() for name in batch.utterance_ids.numpy()]
+
+    assert sorted(seen) == sorted(corpus.used_ids)  # each used exactly once
+    dropped = {p.item_id: p for p in report.problems}
+    expected = corpus.select("skipped", stages={"header", "text", "decode", "model"})
+    assert set(dropped) == {item.id for item in expected}
+    for item in expected:
+        problem = dropped[item.id]
+        assert item.reason_matches(f"{problem.kind}: {problem.message}"), (item.kind, problem)
+    assert sum(report.counts().values()) == len(expected)
