@@ -11,9 +11,35 @@ from .errors import (
     ProblemReport,
     TextError,
 )
+from .importers import import_commonvoice, import_csv, import_librispeech, import_ljspeech
 from .manifest import Utterance, iter_manifest, read_manifest, write_manifest
 from .text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
 from .tfio_compat import tfio_ops_available
+
+# Features, augmentation and the tf.data dataset import TensorFlow, so they load on
+# first use (PEP 562) and `import stenograph.pipeline` stays light.
+_LAZY_EXPORTS = {
+    "AudioFeatures": "features",
+    "AugmentConfig": "augment",
+    "Batch": "dataset",
+    "DatasetConfig": "dataset",
+    "DropReport": "dataset",
+    "FeatureConfig": "features",
+    "FeatureNormalizer": "features",
+    "NoiseBank": "augment",
+    "compute_global_stats": "features",
+    "make_dataset": "dataset",
+    "num_frames": "features",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AudioDecodeError",
@@ -30,6 +56,10 @@ __all__ = [
     "Vocabulary",
     "audio_info",
     "decode_wav_tf",
+    "import_commonvoice",
+    "import_csv",
+    "import_librispeech",
+    "import_ljspeech",
     "iter_manifest",
     "load_audio",
     "read_manifest",
@@ -37,4 +67,5 @@ __all__ = [
     "resample_tf",
     "tfio_ops_available",
     "write_manifest",
+    *_LAZY_EXPORTS,
 ]

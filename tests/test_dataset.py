@@ -1,0 +1,251 @@
+"""The tf.data pipeline end to end on a small corpus with bad files mixed in."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import tensorflow as tf
+
+from stenograph.pipeline.augment import AugmentConfig
+from stenograph.pipeline.dataset import (
+    Batch,
+    DatasetConfig,
+    DropReport,
+    alignment_problem,
+    ctc_min_frames,
+    make_dataset,
+    min_samples_for_frames,
+)
+from stenograph.pipeline.features import FeatureConfig, compute_features, num_frames
+from stenograph.pipeline.manifest import Utterance
+from stenograph.pipeline.text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
+
+SR = 16000
+FEATURES = FeatureConfig(num_mel_bins=40)
+WORDS = ["hello world", "good morning", "see you", "bright day", "all well", "speech"]
+
+
+def voice(rng, seconds):
+    t = np.arange(int(seconds * SR)) / SR
+    pitch = rng.uniform(100, 200)
+    signal = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 12))
+    return (0.2 * signal + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return Vocabulary.from_alphabet(ENGLISH_ALPHABET, TextNormalizer())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """12 good utterances (FLAC and WAV) and one of each bad kind."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(7)
+    good = []
+    for i in range(12):
+        path = root / f"good{i}.{'flac' if i % 2 else 'wav'}"
+        soundfile.write(path, voice(rng, 0.8 + 0.1 * i), SR)
+        good.append(Utterance(f"good{i}", str(path), WORDS[i % len(WORDS)].upper() + "!"))
+    (root / "garbage.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    nan_audio = voice(rng, 0.5)
+    nan_audio[100] = np.nan
+    soundfile.write(root / "nan.wav", nan_audio, SR, subtype="FLOAT")
+    soundfile.write(root / "short.wav", voice(rng, 0.02), SR)
+    soundfile.write(root / "long.wav", voice(rng, 3.5), SR)
+    soundfile.write(root / "tight.wav", voice(rng, 0.3), SR)
+    bad = {
+        "missing_audio": Utterance("bad_missing", str(root / "nowhere.flac"), "hello"),
+        "unreadable_audio": Utterance("bad_garbage", str(root / "garbage.wav"), "hello"),
+        "non_finite_samples": Utterance("bad_nan", str(root / "nan.wav"), "hello"),
+        "empty_transcript": Utterance("bad_empty", str(root / "good0.wav"), "!!! ???"),
+        "duration_out_of_range": Utterance("bad_short", str(root / "short.wav"), "hi"),
+        "transcript_too_long": Utterance(
+            "bad_long_text", str(root / "tight.wav"), "abcdefghij " * 3
+        ),
+    }
+    long_audio = Utterance("bad_long_audio", str(root / "long.wav"), "hello")
+    utterances = list(good)
+    for index, utterance in enumerate([*bad.values(), long_audio]):
+        utterances.insert(2 * index + 1, utterance)  # interleaved with good ones
+    return {"good": good, "bad": bad, "long": long_audio, "all": utterances}
+
+
+def collect(dataset):
+    return [Batch(*(np.asarray(t) for t in batch)) for batch in dataset]
+
+
+def eval_config(**kwargs):
+    defaults = {
+        "batch_size": 4,
+        "time_reduction": 4,
+        "max_duration": 3.0,
+        "bucket_boundaries": (1.3,),
+    }
+    return DatasetConfig(**{**defaults, **kwargs})
+
+
+def test_bad_inputs_are_reported_and_skipped_while_the_rest_flows(corpus, vocabulary, tmp_path):
+    report_path = tmp_path / "drops.jsonl"
+    config = eval_config(report_path=str(report_path))
+    report = DropReport(report_path)
+    batches = collect(make_dataset(corpus["all"], vocabulary, FEATURES, config, report=report))
+    ids = sorted(i.decode() for b in batches for i in b.utterance_ids)
+    assert ids == sorted(u.id for u in corpus["good"])
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    by_id = {line["item_id"]: line for line in lines}
+    assert len(lines) == len(corpus["bad"]) + 1
+    for kind, utterance in corpus["bad"].items():
+        assert by_id[utterance.id]["kind"] == kind
+        assert by_id[utterance.id]["source"] == utterance.audio_path
+        assert by_id[utterance.id]["message"]
+    assert by_id["bad_long_audio"]["kind"] == "duration_out_of_range"
+    assert "max_duration" in by_id["bad_long_audio"]["message"]
+    assert "nowhere.flac" in by_id["bad_missing"]["message"]
+    assert report.counts()["duration_out_of_range"] == 2 and len(report) == 7
+    assert report.summary().startswith("7 dropped")
+
+
+def test_batches_have_consistent_shapes_lengths_labels_and_features(corpus, vocabulary):
+    batches = collect(make_dataset(corpus["good"], vocabulary, FEATURES, eval_config()))
+    by_id = {u.id: u for u in corpus["good"]}
+    for batch in batches:
+        b, t, f = batch.features.shape
+        assert f == 40 and b <= 4 and t == batch.feature_lengths.max()
+        assert batch.labels.shape == (b, batch.label_lengths.max())
+        for row in range(b):
+            utterance = by_id[batch.utterance_ids[row].decode()]
+            audio, _ = soundfile.read(utterance.audio_path, dtype="float32")
+            n = int(batch.feature_lengths[row])
+            assert n == num_frames(audio.size, FEATURES)
+            assert np.all(batch.features[row, n:] == 0.0)
+            alone, _ = compute_features(audio[None, :], None, FEATURES)
+            np.testing.assert_allclose(batch.features[row, :n], alone[0].numpy(), atol=1e-4)
+            labels = batch.labels[row, : batch.label_lengths[row]]
+            assert vocabulary.decode(labels.tolist()) == vocabulary.normalize(utterance.text)
+            assert np.all(batch.labels[row, batch.label_lengths[row] :] == 0)
+
+
+def test_buckets_group_similar_lengths(corpus, vocabulary):
+    batches = collect(make_dataset(corpus["good"], vocabulary, FEATURES, eval_config()))
+    boundary_frames = num_frames(int(1.3 * SR), FEATURES)
+    for batch in batches:
+        short = batch.feature_lengths < boundary_frames
+        assert short.all() or not short.any()
+
+
+def test_sharding_splits_disjointly(corpus, vocabulary):
+    seen = []
+    for shard in range(3):
+        context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=shard)
+        dataset = make_dataset(
+            corpus["good"], vocabulary, FEATURES, eval_config(), input_context=context
+        )
+        seen.append({i.decode() for b in collect(dataset) for i in b.utterance_ids})
+    assert all(seen) and sum(len(s) for s in seen) == len(corpus["good"])
+    assert set().union(*seen) == {u.id for u in corpus["good"]}
+
+
+def training_config(seed, **kwargs):
+    augment = AugmentConfig(speed_range=(0.9, 1.1), noise_probability=1.0, time_mask_width=5)
+    return eval_config(seed=seed, augment=augment, **kwargs)
+
+
+def test_training_is_reproducible_from_the_seed_and_augments(corpus, vocabulary):
+    def run(seed):
+        dataset = make_dataset(
+            corpus["good"], vocabulary, FEATURES, training_config(seed), training=True
+        )
+        return collect(dataset)
+
+    a, b, c = run(1), run(1), run(2)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.features, y.features)
+        np.testing.assert_array_equal(x.utterance_ids, y.utterance_ids)
+    ids = lambda batches: [i for batch in batches for i in batch.utterance_ids]  # noqa: E731
+    assert ids(a) != ids(c) and sorted(ids(a)) == sorted(ids(c))
+    plain = {
+        i: n
+        for batch in collect(make_dataset(corpus["good"], vocabulary, FEATURES, eval_config()))
+        for i, n in zip(batch.utterance_ids, batch.feature_lengths, strict=True)
+    }
+    augmented = {
+        i: n for batch in a for i, n in zip(batch.utterance_ids, batch.feature_lengths, strict=True)
+    }
+    assert plain != augmented  # speed perturbation changed lengths
+    for i, n in augmented.items():
+        assert 0.88 * plain[i] - 2 <= n <= 1.12 * plain[i] + 2
+
+
+def test_speed_perturbation_never_makes_a_transcript_unalignable(tmp_path, vocabulary):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "a.flac"
+    soundfile.write(path, voice(rng, 0.5), SR)
+    text = "abcdefghijklmnop"  # needs 16 output frames; 0.5 s gives 51 // 3 = 17, at 1.1x only 15
+    utterances = [Utterance(f"u{i}", str(path), text) for i in range(16)]
+    config = DatasetConfig(
+        batch_size=8,
+        time_reduction=3,
+        augment=AugmentConfig(speed_range=(1.1, 1.1), noise_probability=0.0),
+    )
+    assert alignment_problem(vocabulary.encode(text), 8000, FEATURES, 3) is None
+    assert alignment_problem(vocabulary.encode(text), 8000 * 100 // 110, FEATURES, 3) is not None
+    for batch in collect(make_dataset(utterances, vocabulary, FEATURES, config, training=True)):
+        assert np.all(batch.feature_lengths // 3 >= 16)
+        assert np.all(batch.feature_lengths < num_frames(8000, FEATURES))  # still sped up
+
+
+def test_memory_cache_repeats_the_same_utterances(corpus, vocabulary):
+    config = eval_config(cache="memory")
+    dataset = make_dataset(corpus["all"][:8], vocabulary, FEATURES, config, training=True).repeat(2)
+    ids = [i.decode() for b in collect(dataset) for i in b.utterance_ids]
+    good = [u.id for u in corpus["all"][:8] if u.id.startswith("good")]
+    assert sorted(ids) == sorted(good * 2)
+
+
+def test_validation_decisions():
+    assert ctc_min_frames([1, 2, 2, 3, 3, 3]) == 6 + 3
+    assert ctc_min_frames([]) == 0
+    for center in (True, False):
+        config = FeatureConfig(center=center)
+        for frames in (1, 2, 50, 101):
+            n = min_samples_for_frames(frames, config)
+            assert num_frames(n, config) >= frames and (
+                n == 0 or num_frames(n - 1, config) < frames
+            )
+            assert int(min_samples_for_frames(tf.constant(frames), config)) == n
+    assert alignment_problem([1, 1, 1], 160 * 4, FeatureConfig(), 1) is None  # 5 frames >= 5
+    assert "repeats" in alignment_problem([1, 1, 1], 160 * 3, FeatureConfig(), 1)
+
+
+def test_config_round_trip_and_errors(vocabulary):
+    config = DatasetConfig(augment=AugmentConfig(), bucket_boundaries=(1.0, 2.0), cache="memory")
+    assert DatasetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="bucket_boundaries"):
+        DatasetConfig(bucket_boundaries=(2.0, 1.0))
+    with pytest.raises(ValueError, match="batch_size"):
+        DatasetConfig(batch_size=0)
+    with pytest.raises(ValueError, match="at least one utterance"):
+        make_dataset([], vocabulary, FEATURES)
+
+
+def test_batch_gives_its_own_padding():
+    def elements():
+        for length in (3, 5):
+            yield Batch(
+                np.ones((length, 4), np.float32), length, np.arange(1, length), length - 1, b"x"
+            )
+
+    signature = Batch(
+        tf.TensorSpec([None, 4], tf.float32),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([], tf.string),
+    )
+    dataset = tf.data.Dataset.from_generator(elements, output_signature=signature)
+    batch = next(iter(dataset.padded_batch(2, Batch.padded_shapes(4), Batch.padding_values())))
+    assert batch.features.shape == (2, 5, 4) and float(tf.reduce_sum(batch.features[0, 3:])) == 0.0
+    assert batch.labels.numpy().tolist() == [[1, 2, 0, 0], [1, 2, 3, 4]]
+    assert Batch.signature(4).features.shape.as_list() == [None, None, 4]
