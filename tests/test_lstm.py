@@ -69,20 +69,24 @@ LAYER_CASES = [
 
 @pytest.mark.parametrize("layer_kwargs", LAYER_CASES)
 @pytest.mark.parametrize("masked", [False, True])
-def test_parity_with_keras_outputs_states_and_gradients(rng, layer_kwargs, masked):
+@pytest.mark.parametrize("training", [False, True])  # inference loop / hand-written backward
+def test_parity_with_keras_outputs_states_and_gradients(rng, layer_kwargs, masked, training):
     ref, ours = _pair(rng, **layer_kwargs)
     x = _inputs(rng)
-    call = {"mask": tf.constant(_mask(LENGTHS, T))} if masked else {}
+    call = {"training": training}
+    if masked:
+        call["mask"] = tf.constant(_mask(LENGTHS, T))
     _assert_parity(ref, ours, x, **call)
 
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_parity_with_initial_state(rng, masked, go_backwards):
+@pytest.mark.parametrize("training", [False, True])
+def test_parity_with_initial_state(rng, masked, go_backwards, training):
     ref, ours = _pair(rng, return_sequences=True, return_state=True, go_backwards=go_backwards)
     x = _inputs(rng)
     state = [tf.constant(rng.normal(size=(B, H)).astype("float32")) for _ in range(2)]
-    call = {"initial_state": state}
+    call = {"initial_state": state, "training": training}
     if masked:
         call["mask"] = tf.constant(_mask([7, 3, 0], T))  # includes an empty sequence
     _assert_parity(ref, ours, x, **call)
@@ -384,14 +388,16 @@ def test_bad_arguments_raise_clear_errors():
     dim=st.integers(1, 6),
     units=st.integers(1, 5),
     go_backwards=st.booleans(),
+    training=st.booleans(),
     data=st.data(),
 )
-def test_property_random_shapes_and_lengths(batch, steps, dim, units, go_backwards, data):
+def test_property_random_shapes_and_lengths(batch, steps, dim, units, go_backwards, training, data):
     lengths = data.draw(st.lists(st.integers(0, steps), min_size=batch, max_size=batch))
     rng = np.random.default_rng(batch * 1000 + steps * 100 + dim * 10 + units)
     kwargs = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     ref, ours = _pair(rng, dim=dim, units=units, **kwargs)
     x = _inputs(rng, batch, steps, dim)
     mask = tf.constant(_mask(lengths, steps))
-    for a, b in zip(ref(x, mask=mask), ours(x, sequence_lengths=lengths), strict=True):
+    ours_out = ours(x, sequence_lengths=lengths, training=training)
+    for a, b in zip(ref(x, mask=mask), ours_out, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=TOL)
