@@ -108,9 +108,20 @@ def _mono(block: np.ndarray) -> np.ndarray:
 
 
 def iter_resampled_blocks(
-    path: str, sample_rate: int, block_seconds: float = 5.0
+    path: str,
+    sample_rate: int,
+    block_seconds: float = 5.0,
+    offset: float = 0.0,
+    duration: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Yields a file's audio as float32 mono blocks at `sample_rate`, reading it in blocks.
+
+    Args:
+        path: Audio file in any format libsndfile reads.
+        sample_rate: Output rate.
+        block_seconds: Audio read per step; bounds memory together with the window.
+        offset: Seconds to skip at the start (manifest segments).
+        duration: Seconds to read after `offset` (None reads to the end).
 
     Raises:
         sf.LibsndfileError: If libsndfile cannot open or decode the file (including
@@ -118,13 +129,19 @@ def iter_resampled_blocks(
     """
     with sf.SoundFile(path) as sound:
         source_rate = sound.samplerate
+        if offset > 0:
+            sound.seek(int(round(offset * source_rate)))
+        remaining = None if duration is None else int(round(duration * source_rate))
         block_frames = max(1, int(block_seconds * source_rate))
         resampler = None
         if source_rate != sample_rate:
             resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32")
         while True:
-            block = sound.read(block_frames, dtype="float32", always_2d=True)  # [frames, ch]
-            last = len(block) < block_frames
+            wanted = block_frames if remaining is None else min(block_frames, remaining)
+            block = sound.read(wanted, dtype="float32", always_2d=True)  # [frames, channels]
+            if remaining is not None:
+                remaining -= len(block)
+            last = len(block) < block_frames or remaining == 0
             mono = _mono(block)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)
@@ -161,9 +178,14 @@ def windows_from_blocks(
     yield AudioWindow(index, start, buffer.copy(), is_last=True)
 
 
-def iter_file_windows(path: str, config: WindowConfig) -> Iterator[AudioWindow]:
-    """Streams a file as overlapping windows at the model's rate (bounded memory)."""
-    blocks = iter_resampled_blocks(path, config.sample_rate)
+def iter_file_windows(
+    path: str, config: WindowConfig, offset: float = 0.0, duration: float | None = None
+) -> Iterator[AudioWindow]:
+    """Streams a file (or a segment of it) as overlapping windows at the model's rate.
+
+    Memory stays bounded by one window plus one read block, whatever the file's length.
+    """
+    blocks = iter_resampled_blocks(path, config.sample_rate, offset=offset, duration=duration)
     return windows_from_blocks(blocks, config)
 
 

@@ -107,3 +107,11 @@ def test_windows_from_array_matches_streaming():
         (w.start, w.end, w.is_last) for w in streamed
     ]
     assert isinstance(whole[0], AudioWindow)
+
+
+def test_segment_offset_and_duration(tmp_path):
+    audio = np.arange(16000 * 3, dtype=np.float32) / 48000  # 3 s ramp
+    path = tmp_path / "ramp.wav"
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    (window,) = iter_file_windows(str(path), WindowConfig(), offset=1.0, duration=0.5)
+    np.testing.assert_allclose(window.samples, audio[16000:24000])

@@ -1,0 +1,597 @@
+"""`stenograph transcribe`: speech to text for files, folders and manifests.
+
+Usage:
+    stenograph transcribe exp/demo recordings/ --format jsonl --output-dir out/
+    stenograph transcribe exports/demo talk.flac --format srt --output-dir subs/
+    stenograph transcribe exp/demo --manifest test.jsonl --decoder beam --beam-width 32
+
+The model is an experiment folder (`load_experiment`) or a SavedModel written by
+`stenograph export`. Every input is streamed in overlapping windows (`longform`), so
+memory does not grow with a file's length; windows of all files are batched, shortest
+files first, so padding stays small. A file that cannot be read is reported on stderr
+(file and reason) and skipped; the exit code is 1 when any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import soundfile as sf
+
+from .longform import AudioWindow, WindowConfig, iter_file_windows, select_words, windows_from_array
+from .outputs import FILE_SUFFIXES, FORMATS, Transcript, WordTiming, format_transcript
+
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+    | {".sph", ".nist", ".m4a", ".webm"}
+)
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """One thing to transcribe: a file, or a segment of one (manifest utterances).
+
+    Attributes:
+        path: The audio file.
+        name: How outputs refer to it: a path relative to the folder given, the file as
+            given, or the utterance id.
+        offset: Seconds skipped at the start.
+        duration: Seconds read after `offset` (None: to the end).
+        reference: The manifest's transcript, copied into JSON output.
+    """
+
+    path: str
+    name: str
+    offset: float = 0.0
+    duration: float | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be transcribed, and why."""
+
+    name: str
+    reason: str
+
+
+def discover_sources(
+    inputs: Sequence[str], manifest: str | None = None
+) -> tuple[list[AudioSource], list[Failure]]:
+    """Expands files, folders (recursively) and a manifest into audio sources.
+
+    Folders contribute files with a known audio suffix, in sorted order; a file named
+    explicitly is used whatever its suffix. Paths that do not exist are failures.
+
+    Args:
+        inputs: Files and folders.
+        manifest: Optional JSON-lines manifest (`pipeline.manifest.read_manifest`).
+
+    Returns:
+        `(sources, failures)`.
+    """
+    sources: list[AudioSource] = []
+    failures: list[Failure] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if _is_audio_file(p))
+            if not found:
+                failures.append(Failure(item, "folder holds no audio files"))
+            sources += [AudioSource(str(p), str(p.relative_to(path))) for p in found]
+        elif path.is_file():
+            sources.append(AudioSource(str(path), item))
+        else:
+            failures.append(Failure(item, "no such file or folder"))
+    if manifest:
+        sources += _manifest_sources(manifest, failures)
+    return sources, failures
+
+
+def _is_audio_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def _manifest_sources(manifest: str, failures: list[Failure]) -> list[AudioSource]:
+    from stenograph.pipeline.manifest import read_manifest
+
+    def record(problem: Any) -> None:
+        failures.append(Failure(f"{manifest}", str(problem)))
+
+    try:
+        utterances = read_manifest(manifest, on_problem=record)
+    except (OSError, ValueError) as error:
+        failures.append(Failure(manifest, str(error)))
+        return []
+    return [
+        AudioSource(u.audio_path, u.id, u.offset, u.duration, u.text or None) for u in utterances
+    ]
+
+
+def estimated_duration(source: AudioSource) -> float:
+    """Seconds of audio in a source from its header (0 when the header is unreadable)."""
+    if source.duration is not None:
+        return source.duration
+    try:
+        info = sf.info(source.path)
+    except (RuntimeError, OSError, ValueError):
+        return 0.0
+    return max(0.0, info.frames / info.samplerate - source.offset)
+
+
+# ---------------------------------------------------------------------------
+# Models and decoders
+
+
+class AcousticModel(Protocol):
+    """Waveforms in, CTC log-probabilities out (a Keras experiment or a SavedModel)."""
+
+    sample_rate: int
+    seconds_per_frame: float
+    vocabulary: Any
+
+    def log_probs(
+        self, waveforms: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Maps float32 [B, S] waveforms and int32 [B] lengths to ([B, T, C], [B])."""
+        ...
+
+
+class Decoder(Protocol):
+    """`recipes.decoding` decoders: log-probabilities to text and word frames."""
+
+    def decode_batch(self, log_probs: np.ndarray, lengths: np.ndarray) -> list[Any]:
+        """Decodes a batch into results with `text`, `token_ids` and `word_times`."""
+        ...
+
+
+def load_acoustic_model(path: str) -> AcousticModel:
+    """Loads an experiment folder or an exported SavedModel as an `AcousticModel`.
+
+    Raises:
+        FileNotFoundError: If `path` is neither.
+    """
+    from .export import is_saved_model, load_experiment_model, load_exported_model
+
+    folder = Path(path)
+    if is_saved_model(folder):
+        return load_exported_model(folder)
+    if (folder / "config.json").is_file():
+        return load_experiment_model(folder)
+    raise FileNotFoundError(
+        f"Expected an experiment folder (with config.json) or an exported SavedModel "
+        f"(with saved_model.pb). Received: model={path!r}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# The transcription loop
+
+
+@dataclass
+class _FileState:
+    source: AudioSource
+    words: list[WordTiming] = field(default_factory=list)
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    """A window of source `index`, or the error that ended that source's stream."""
+
+    index: int
+    window: AudioWindow | None = None
+    error: str | None = None
+
+
+def _source_windows(source: AudioSource, config: WindowConfig) -> Iterator[AudioWindow]:
+    try:
+        return iter_file_windows(source.path, config, source.offset, source.duration)
+    except sf.LibsndfileError:
+        # libsndfile lacks this format (e.g. m4a): fall back to the pipeline's decoder,
+        # which holds the whole file in memory.
+        from stenograph.pipeline.audio import load_audio
+
+        audio = load_audio(source.path, config.sample_rate, source.offset, source.duration)
+        return windows_from_array(audio, config)
+
+
+def _tagged_windows(
+    sources: Sequence[AudioSource], order: Sequence[int], config: WindowConfig
+) -> Iterator[_Tagged]:
+    for index in order:
+        try:
+            for window in _source_windows(sources[index], config):
+                yield _Tagged(index, window=window)
+        except Exception as error:  # noqa: BLE001 - any decode failure skips only this file
+            yield _Tagged(index, error=_describe(error))
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
+    """Runs `items` in a background thread, `size` ahead, so decoding overlaps the model."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=size)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                buffer.put(item)
+        finally:
+            buffer.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while (item := buffer.get()) is not done:
+        yield item
+    thread.join()
+
+
+def _batches(tagged: Iterator[_Tagged], batch_size: int) -> Iterator[list[_Tagged]]:
+    batch: list[_Tagged] = []
+    for item in tagged:
+        batch.append(item)
+        if item.error is None and sum(t.window is not None for t in batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pad(windows: list[AudioWindow]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(w.samples) for w in windows], np.int32)
+    waveforms = np.zeros((len(windows), max(1, lengths.max())), np.float32)  # [B, S]
+    for row, window in enumerate(windows):
+        waveforms[row, : len(window.samples)] = window.samples
+    return waveforms, lengths
+
+
+def window_words(
+    word_times: Iterable[tuple[str, int, int]],
+    window: AudioWindow,
+    seconds_per_frame: float,
+    sample_rate: int,
+) -> list[WordTiming]:
+    """Turns a window's `(word, start_frame, end_frame)` into absolute seconds.
+
+    A word spans its frames: from `start_frame * seconds_per_frame` to
+    `end_frame * seconds_per_frame` (end exclusive) after the window's start, clipped.
+    """
+    offset = window.start / sample_rate
+    window_end = window.end / sample_rate
+    words = []
+    for word, start_frame, end_frame in word_times:
+        start = min(offset + start_frame * seconds_per_frame, window_end)
+        end = min(offset + end_frame * seconds_per_frame, window_end)
+        words.append(WordTiming(word, start, max(start, end)))
+    return words
+
+
+@dataclass
+class TranscriptionReport:
+    """What a run did: how many inputs succeeded and which failed."""
+
+    transcribed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    audio_seconds: float = 0.0
+
+
+def transcribe_sources(
+    sources: Sequence[AudioSource],
+    model: AcousticModel,
+    decoder: Decoder,
+    on_transcript: Callable[[int, Transcript], None],
+    on_failure: Callable[[int, Failure], None],
+    window_config: WindowConfig | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> TranscriptionReport:
+    """Transcribes sources in batches of windows, shortest files first.
+
+    Args:
+        sources: Inputs to transcribe.
+        model: The acoustic model.
+        decoder: A `recipes.decoding` decoder.
+        on_transcript: Called with `(source index, transcript)` as each source completes.
+        on_failure: Called with `(source index, failure)` for a source that failed.
+        window_config: How long audio is cut (20 s windows, 2 s overlap by default).
+        batch_size: Windows per model call.
+        progress: Show a tqdm bar (seconds of audio) on stderr.
+
+    Returns:
+        A `TranscriptionReport`.
+    """
+    config = window_config or WindowConfig(sample_rate=model.sample_rate)
+    durations = [estimated_duration(s) for s in sources]
+    order = sorted(range(len(sources)), key=lambda i: durations[i])
+    states: dict[int, _FileState] = {}
+    failed: set[int] = set()
+    report = TranscriptionReport()
+    bar = _progress_bar(sum(durations), progress)
+
+    def fail(index: int, reason: str) -> None:
+        states.pop(index, None)
+        failed.add(index)
+        failure = Failure(sources[index].name, reason)
+        report.failures.append(failure)
+        on_failure(index, failure)
+
+    tagged = _prefetch(_tagged_windows(sources, order, config), size=2 * batch_size)
+    for batch in _batches(tagged, batch_size):
+        windows = [t for t in batch if t.window is not None and t.index not in failed]
+        if windows:
+            results = _decode(model, decoder, [t.window for t in windows])
+        for item in batch:
+            if item.error is not None and item.index not in failed:
+                fail(item.index, item.error)
+        for item, result in zip(windows, results if windows else [], strict=True):
+            if item.index in failed:
+                continue  # a later window of this file failed to decode
+            state = states.setdefault(item.index, _FileState(sources[item.index]))
+            window = item.window
+            words = window_words(
+                result.word_times, window, model.seconds_per_frame, config.sample_rate
+            )
+            state.words += select_words(words, window, config)
+            new_samples = window.end - state.samples
+            state.samples = window.end
+            bar.update(new_samples / config.sample_rate)
+            if window.is_last:
+                transcript = _finish(states.pop(item.index), config.sample_rate)
+                report.transcribed += 1
+                report.audio_seconds += transcript.duration
+                on_transcript(item.index, transcript)
+    bar.close()
+    return report
+
+
+def _decode(model: AcousticModel, decoder: Decoder, windows: list[AudioWindow]) -> list[Any]:
+    waveforms, lengths = _pad(windows)  # [B, S], [B]
+    log_probs, frame_lengths = model.log_probs(waveforms, lengths)  # [B, T, C], [B]
+    return decoder.decode_batch(log_probs, frame_lengths)
+
+
+def _finish(state: _FileState, sample_rate: int) -> Transcript:
+    duration = state.samples / sample_rate
+    words = tuple(
+        WordTiming(w.word, min(w.start, duration), min(w.end, duration)) for w in state.words
+    )
+    return Transcript(
+        source=state.source.name,
+        text=" ".join(w.word for w in words),
+        words=words,
+        duration=duration,
+        reference=state.source.reference,
+    )
+
+
+def _progress_bar(total_seconds: float, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=round(total_seconds, 1),
+        unit="s",
+        unit_scale=True,
+        desc="transcribing",
+        disable=not enabled,
+        file=sys.stderr,
+        bar_format=(
+            "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Writing results
+
+
+class OutputWriter:
+    """Writes transcripts to stdout (in input order) or one file per input and format."""
+
+    def __init__(
+        self,
+        sources: Sequence[AudioSource],
+        formats: Sequence[str],
+        output_dir: str | None,
+        stream: Any = None,
+    ) -> None:
+        self.sources = sources
+        self.formats = list(formats)
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.stream = stream or sys.stdout
+        self._pending: dict[int, Transcript | None] = {}
+        self._next = 0
+        self._names = _output_names(sources)
+
+    def add(self, index: int, transcript: Transcript | None) -> None:
+        """Accepts source `index`'s transcript (None when it failed)."""
+        if self.output_dir is not None:
+            if transcript is not None:
+                self._write_files(index, transcript)
+            return
+        self._pending[index] = transcript
+        while self._next in self._pending:  # stdout keeps the inputs' order
+            ready = self._pending.pop(self._next)
+            if ready is not None:
+                self._print(ready)
+            self._next += 1
+
+    def _print(self, transcript: Transcript) -> None:
+        for output_format in self.formats:
+            text = format_transcript(transcript, output_format)
+            if output_format == "text" and len(self.sources) > 1:
+                text = f"{transcript.source}\t{text}"
+            self.stream.write(text.rstrip("\n") + "\n")
+        self.stream.flush()
+
+    def _write_files(self, index: int, transcript: Transcript) -> None:
+        assert self.output_dir is not None
+        for output_format in self.formats:
+            target = self.output_dir / (self._names[index] + FILE_SUFFIXES[output_format])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = format_transcript(transcript, output_format).rstrip("\n") + "\n"
+            temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, target)
+
+
+def _output_names(sources: Sequence[AudioSource]) -> list[str]:
+    """File stems for the output folder: the source name without its audio suffix, unique."""
+    names, seen = [], set()
+    for source in sources:
+        stem = source.name
+        suffix = Path(stem).suffix
+        if suffix.lower() in AUDIO_SUFFIXES:
+            stem = stem[: -len(suffix)]
+        stem = stem.lstrip("/").replace("..", "__") or "audio"
+        candidate, number = stem, 1
+        while candidate in seen:
+            number += 1
+            candidate = f"{stem}-{number}"
+        seen.add(candidate)
+        names.append(candidate)
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def register(subparsers: Any) -> None:
+    """Adds the `transcribe` command to the `stenograph` command line."""
+    parser = subparsers.add_parser(
+        "transcribe",
+        help="transcribe audio files, folders or a manifest",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the transcribe options to `parser`."""
+    parser.add_argument("model", help="experiment folder or exported SavedModel")
+    parser.add_argument("inputs", nargs="*", help="audio files and folders (searched recursively)")
+    parser.add_argument("--manifest", help="JSON-lines manifest of utterances to transcribe")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        help="output format; repeat for several (default: text)",
+    )
+    parser.add_argument("--output-dir", help="write one file per input and format here")
+    parser.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="greedy")
+    parser.add_argument("--beam-width", type=int, default=None, help="beam width (implies beam)")
+    parser.add_argument("--lm", dest="lm_path", help="KenLM model for --decoder lm")
+    parser.add_argument("--alpha", type=float, default=None, help="LM weight")
+    parser.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    parser.add_argument(
+        "--hotword", action="append", default=[], help="WORD[:weight] to boost; repeatable"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per model call")
+    parser.add_argument("--window", type=float, default=20.0, help="window length in seconds")
+    parser.add_argument("--overlap", type=float, default=2.0, help="window overlap in seconds")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def decoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for `make_decoder` from parsed options (only those given)."""
+    kind = args.decoder
+    if args.beam_width is not None and kind == "greedy":
+        kind = "beam"
+    if args.lm_path and kind != "lm":
+        kind = "lm"
+    options: dict[str, Any] = {"kind": kind}
+    for name in ("beam_width", "lm_path", "alpha", "beta"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    if args.hotword:
+        options["hotwords"] = list(args.hotword)
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `stenograph transcribe`; returns the exit code (1 if any input failed)."""
+    formats = args.formats or ["text"]
+    sources, failures = discover_sources(args.inputs, args.manifest)
+    if not sources and not failures:
+        print("transcribe: give audio files, folders or --manifest", file=sys.stderr)
+        return 2
+    multi_file_subtitles = args.output_dir is None and len(sources) > 1
+    if multi_file_subtitles and {"srt", "vtt"} & set(formats):
+        print(
+            "transcribe: SRT/VTT for several inputs need --output-dir (one file each)",
+            file=sys.stderr,
+        )
+        return 2
+    for failure in failures:
+        _report_failure(failure)
+    from .decoding import make_decoder
+
+    model = load_acoustic_model(args.model)
+    decoder = make_decoder(vocabulary=model.vocabulary, **decoder_options(args))
+    writer = OutputWriter(sources, formats, args.output_dir)
+    report = transcribe_sources(
+        sources,
+        model,
+        decoder,
+        on_transcript=writer.add,
+        on_failure=lambda index, failure: (_report_failure(failure), writer.add(index, None)),
+        window_config=WindowConfig(args.window, args.overlap, model.sample_rate),
+        batch_size=args.batch_size,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    failed = len(report.failures) + len(failures)
+    print(
+        f"transcribe: {report.transcribed} transcribed, {failed} failed "
+        f"({report.audio_seconds:.1f} s of audio)",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def _report_failure(failure: Failure) -> None:
+    print(f"transcribe: skipped {failure.name}: {failure.reason}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command on its own (`python -m stenograph.recipes.transcribe`)."""
+    parser = argparse.ArgumentParser(prog="stenograph transcribe", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = [
+    "AudioSource",
+    "Failure",
+    "OutputWriter",
+    "TranscriptionReport",
+    "discover_sources",
+    "load_acoustic_model",
+    "register",
+    "transcribe_sources",
+    "window_words",
+]
