@@ -51,6 +51,7 @@ _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})$")
 _MODEL_WEIGHTS = "model.weights.h5"
 _OPTIMIZER_STATE = "optimizer.npz"
 _TRAINING_STATE = "state.json"
+_CHECKPOINT_FILES = (_MODEL_WEIGHTS, _OPTIMIZER_STATE, _TRAINING_STATE)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def checkpoint_dirs(exp_dir: str | os.PathLike[str]) -> list[Path]:
     found = []
     for path in root.iterdir():
         match = _CHECKPOINT_NAME.match(path.name)
-        if match and path.is_dir() and (path / _TRAINING_STATE).is_file():
+        if match and path.is_dir() and all((path / name).is_file() for name in _CHECKPOINT_FILES):
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 
@@ -157,12 +158,23 @@ def save_checkpoint(
     fsync_directory(temporary)
 
     if final.exists():  # The same step saved twice (e.g. epoch end == step checkpoint).
-        shutil.rmtree(final)
+        _retire(final)
     os.replace(temporary, final)
     fsync_directory(root)
     for old in checkpoint_dirs(exp_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _retire(old)
     return final
+
+
+def _retire(checkpoint: Path) -> None:
+    """Deletes a checkpoint folder without ever exposing it half-deleted under its name.
+
+    The rename is atomic; a kill during the `rmtree` that follows leaves only a
+    temporary folder, which `remove_stale_temporaries` cleans up.
+    """
+    retired = checkpoint.with_name(f".tmp-retired-{checkpoint.name}-{os.getpid()}")
+    os.replace(checkpoint, retired)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def remove_stale_temporaries(exp_dir: str | os.PathLike[str]) -> None:
