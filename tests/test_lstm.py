@@ -174,7 +174,8 @@ def test_masked_steps_keep_state_and_repeat_output(rng):
     np.testing.assert_allclose(c1[0], c[1], atol=1e-6)
 
 
-def test_fused_backward_matches_autodiff_with_recurrent_dropout_and_mask(rng):
+@pytest.mark.parametrize("training", [True, False])  # saved activations / recomputed
+def test_fused_backward_matches_autodiff_with_recurrent_dropout_and_mask(rng, training):
     """Our hand-written gradient against TF autodiff of the plain recurrence."""
     steps, batch, units = 6, 3, 4
     xp = tf.constant(rng.normal(size=(steps, batch, 4 * units)).astype("float32"))
@@ -190,7 +191,7 @@ def test_fused_backward_matches_autodiff_with_recurrent_dropout_and_mask(rng):
     sources = [xp, r, h0, c0]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(sources)
-        fused = fused_recurrence(xp * scale, r * scale, h0, c0, mask, rd_mask)
+        fused = fused_recurrence(xp * scale, r * scale, h0, c0, mask, rd_mask, training)
         plain = generic_recurrence(xp, r, h0, c0, mask, rd_mask, tf.tanh, tf.sigmoid)
         fused_loss, plain_loss = loss(fused), loss(plain)
     for a, b in zip(fused, plain, strict=True):
