@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -358,7 +359,7 @@ def _render_chunk(args: tuple[list[UtteranceJob], str]) -> list[dict[str, Any]]:
 
 
 def engine_versions() -> dict[str, str]:
-    """First line of each installed engine's version output (for the corpus record)."""
+    """The version line of each installed engine and sox (for the corpus record)."""
     commands = {
         "espeak-ng": ["espeak-ng", "--version"],
         "festival": ["festival", "--version"],
@@ -371,7 +372,10 @@ def engine_versions() -> dict[str, str]:
             continue
         output = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = [line.strip() for line in (output.stdout + output.stderr).splitlines()]
-        versions[name] = next((line for line in lines if line), "")
+        # flite prints a copyright line before its "version: flite-2.2 ..." line.
+        versioned = [line for line in lines if re.search(r"\d+\.\d+", line)]
+        # espeak-ng appends its data folder, which says nothing about the version.
+        versions[name] = re.sub(r"\s+Data at:.*", "", (versioned or lines or [""])[0])
     return versions
 
 
@@ -557,7 +561,7 @@ def _write_outputs(
     for job in jobs:
         if job.utterance_id in durations:
             record = {"id": job.utterance_id, "voice": job.voice.key, **asdict(job.rendering)}
-            rendering_lines.append(json.dumps(record) + "\n")
+            rendering_lines.append(json.dumps(record, separators=(",", ":")) + "\n")
     (out_dir / "renderings.jsonl").write_text("".join(rendering_lines))
     return {"splits": statistics}
 
