@@ -26,3 +26,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def kenlm_tools():
+    """KenLM's lmplz/build_binary/query, built once into the user cache if missing.
+
+    Fails (never skips) when they cannot be built: LM decoding is a feature, and
+    CI installs the build prerequisites (see `stenograph lm install-tools`).
+    """
+    from stenograph.recipes.lm import KenLMToolsError, install_kenlm_tools
+
+    try:
+        return install_kenlm_tools()
+    except KenLMToolsError as error:
+        pytest.fail(f"KenLM programs are unavailable and could not be built: {error}")
