@@ -554,3 +554,39 @@ def test_lpc_envelope_matches_a_toeplitz_solve():
         gain = r[0] + np.dot(a[1:], r[1:13])
         expected = 0.5 * np.log(gain) - np.log(np.abs(np.fft.rfft(a, 512)))
         np.testing.assert_allclose(envelope[:, t], expected, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.tts
+@needs_tts
+def test_command_line_renders_in_two_processes(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["--out", str(out), "--num-sentences", "6", "--seed", "2", "--workers", "2"]
+    argv += ["--voices", "espeak-ng/en-us+m1", "flite/awb", "--dev-fraction", "0"]
+    argv += ["--test-fraction", "0.34", "--no-progress"]
+    assert generate.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "train:" in printed and "test:" in printed
+    utterances = _read_jsonl(out / "train.jsonl") + _read_jsonl(out / "test.jsonl")
+    assert len(utterances) == 6
+    assert all((out / u["audio_path"]).is_file() for u in utterances)
+    # Same seed in one process: the same plan, so the same ids and texts.
+    single = tmp_path / "single"
+    generate.generate_corpus(
+        single,
+        6,
+        voices=["espeak-ng/en-us+m1", "flite/awb"],
+        seed=2,
+        dev_fraction=0.0,
+        test_fraction=0.34,
+        workers=1,
+        progress=False,
+    )
+    assert _read_jsonl(single / "train.jsonl") == _read_jsonl(out / "train.jsonl")
+
+
+def test_command_line_reports_bad_voices(tmp_path, capsys):
+    assert generate.main(["--out", str(tmp_path), "--voices", "nobody", "--no-progress"]) == 1
+    assert "Unknown voice selector" in capsys.readouterr().err
