@@ -9,8 +9,10 @@ can be counted with `Vocabulary.count_unknown` to report them.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,7 +35,12 @@ BLANK_ID = 0
 BLANK_TOKEN = "<blank>"
 ENGLISH_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
 PunctuationPolicy = Literal["strip", "keep", "space"]
-_APOSTROPHES = frozenset("'\u2019\u02bc")  # ASCII, right single quote, modifier letter
+_APOSTROPHES = "'\u2019\u02bc"  # ASCII, right single quote, modifier letter apostrophe
+# An apostrophe with a letter or digit on both sides ("don't", "o'clock", "90's").
+_INTERNAL_APOSTROPHE = re.compile(f"(?<=[^\\W_])[{_APOSTROPHES}](?=[^\\W_])")
+# Internal apostrophes are marked with a private-use character before the per-character
+# table runs (which cannot see context); the table turns the mark back into "'".
+_KEPT_APOSTROPHE = "\ue000"
 _FORMAT_VERSION = 1
 
 
@@ -107,26 +114,26 @@ class TextNormalizer:
             raise TextError(
                 f"transcript must be a string. Received: {type(text).__name__} {text!r:.80}"
             )
-        if self.unicode_form:
-            text = unicodedata.normalize(self.unicode_form, text)
+        text = self._unicode(text)
         if self.lowercase:
-            text = text.lower()
-        text = "".join(self._map_char(text, i) for i in range(len(text)))
+            text = self._unicode(text.lower())  # lower-casing can denormalise (e.g. "İ")
+        if self.keep_apostrophes:
+            text = _INTERNAL_APOSTROPHE.sub(_KEPT_APOSTROPHE, text.replace(_KEPT_APOSTROPHE, ""))
+        # Removing punctuation can bring a base letter and a combining mark together.
+        text = self._unicode(text.translate(self._table))
         if self.collapse_whitespace:
             text = " ".join(text.split())
         return text
 
-    def _map_char(self, text: str, index: int) -> str:
-        char = text[index]
-        if char.isspace():
-            return " "
-        if _is_removable_control(char):
-            return ""
-        if char in _APOSTROPHES and self.keep_apostrophes and _between_letters(text, index):
-            return "'"
-        if _is_punctuation(char):
-            return {"strip": "", "keep": char, "space": " "}[self.punctuation]
-        return char
+    def _unicode(self, text: str) -> str:
+        form = self.unicode_form
+        if form is None or unicodedata.is_normalized(form, text):
+            return text
+        return unicodedata.normalize(form, text)
+
+    @functools.cached_property
+    def _table(self) -> _CharacterTable:
+        return _CharacterTable(self.punctuation)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
@@ -154,8 +161,27 @@ class TextNormalizer:
         return f"TextNormalizer({args})"
 
 
-def _between_letters(text: str, index: int) -> bool:
-    return 0 < index < len(text) - 1 and text[index - 1].isalnum() and text[index + 1].isalnum()
+class _CharacterTable(dict):
+    """A `str.translate` table filled lazily: code point → replacement (context-free)."""
+
+    def __init__(self, punctuation: PunctuationPolicy) -> None:
+        super().__init__()
+        self.punctuation = punctuation
+
+    def __missing__(self, code_point: int) -> str:
+        self[code_point] = replacement = self._replace(chr(code_point))
+        return replacement
+
+    def _replace(self, char: str) -> str:
+        if char == _KEPT_APOSTROPHE:
+            return "'"
+        if char.isspace():
+            return " "
+        if _is_removable_control(char):
+            return ""
+        if _is_punctuation(char):
+            return {"strip": "", "keep": char, "space": " "}[self.punctuation]
+        return char
 
 
 def _validate_characters(characters: Sequence[str]) -> list[str]:

@@ -1,7 +1,10 @@
 """Audio decoding: every format, rate, depth and channel count; hostile files; in-graph WAV."""
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -304,3 +307,96 @@ def test_resample_tf_identity_and_irregular_ratio():
     np.testing.assert_array_equal(resample_tf(x, 16000, 16000).numpy(), x.numpy())
     with pytest.raises(tf.errors.InvalidArgumentError, match="coprime"):
         resample_tf(x, 16001, 16000)
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # show all noise
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+
+
+def test_tfio_probe_is_lazy_quiet_and_cached():
+    # TensorFlow's own start-up noise goes to stderr before the marker; after it, probing
+    # tensorflow-io must print nothing at all, whether or not its ops load here.
+    result = _run_python(
+        "import sys, warnings\n"
+        "import stenograph.pipeline as p\n"
+        "assert 'tensorflow_io' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "import tensorflow\n"
+        "sys.stderr.write('MARKER\\n'); sys.stderr.flush()\n"
+        "warnings.simplefilter('error')\n"
+        "from stenograph.pipeline import tfio_compat\n"
+        "first = tfio_compat.tfio_ops_available()\n"
+        "assert tfio_compat.load_tfio() is tfio_compat.load_tfio()\n"
+        "assert tfio_compat.tfio_ops_available() is first\n"
+        "print('AVAILABLE' if first else 'UNAVAILABLE')\n"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.split("MARKER\n", 1)[1] == ""
+    expected = (
+        "AVAILABLE" if tuple(map(int, tf.__version__.split(".")[:2])) <= (2, 17) else "UNAVAILABLE"
+    )
+    assert result.stdout.strip() == expected
+
+
+FAKE_BROKEN_TFIO = '''
+"""Imitates tensorflow-io 0.37 on a newer TensorFlow: noisy import, compiled ops missing."""
+import os
+import sys
+import warnings
+
+os.write(2, b"libtensorflow_io.so: undefined symbol: _ZN10tensorflow8OpKernel\\n")
+print("tfio python-level stderr noise", file=sys.stderr)
+warnings.warn("unable to load libtensorflow_io_plugins.so: undefined symbol")
+
+
+class audio:  # noqa: N801 - mimics the module attribute
+    @staticmethod
+    def decode_wav(*args, **kwargs):
+        raise NotImplementedError("unable to open file: libtensorflow_io.so")
+
+    @staticmethod
+    def AudioIOTensor(*args, **kwargs):  # noqa: N802
+        raise NotImplementedError("unable to open file: libtensorflow_io.so")
+'''
+
+
+def test_broken_tfio_install_reports_unavailable_and_falls_back_silently(tmp_path):
+    (tmp_path / "fake" / "tensorflow_io").mkdir(parents=True)
+    (tmp_path / "fake" / "tensorflow_io" / "__init__.py").write_text(FAKE_BROKEN_TFIO)
+    sf.write(tmp_path / "a.flac", tone(16000, 0.2), 16000)
+    result = _run_python(
+        "import sys, warnings\n"
+        f"sys.path.insert(0, {str(tmp_path / 'fake')!r})\n"
+        "import tensorflow\n"
+        "sys.stderr.write('MARKER\\n'); sys.stderr.flush()\n"
+        "warnings.simplefilter('error')\n"
+        "from stenograph.pipeline import load_audio, tfio_compat\n"
+        "assert tfio_compat.load_tfio() is not None  # it imports...\n"
+        "assert tfio_compat.tfio_ops_available() is False  # ...but its ops do not work\n"
+        f"x = load_audio({str(tmp_path / 'a.flac')!r}, backend='tfio')\n"
+        "print(x.shape)\n"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.split("MARKER\n", 1)[1] == ""
+    assert result.stdout.strip() == "(3200,)"
+
+
+def test_decode_wav_tf_in_a_saved_model_handles_any_rate(tmp_path):
+    class Serving(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def decode(self, wav_bytes):
+            return decode_wav_tf(wav_bytes, 16000)
+
+    tf.saved_model.save(Serving(), str(tmp_path / "serving"))
+    restored = tf.saved_model.load(str(tmp_path / "serving"))
+    for rate in (8000, 44100, 16000):
+        samples = restored.decode(tf.constant(_wav_bytes(tone(rate, 0.25), rate))).numpy()
+        assert samples.shape == (4000,)
+        assert np.abs(samples).max() == pytest.approx(0.25, abs=0.01)
