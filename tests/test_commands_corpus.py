@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -427,6 +428,13 @@ def test_generate_corpus_with_two_voices(tmp_path):
         assert 0.4 < u["duration"] < 8.0
         audio, _ = soundfile.read(out / u["audio_path"], dtype="float32")
         assert 20 * np.log10(np.max(np.abs(audio))) > -40.0  # speech, not silence
+    from stenograph.pipeline.manifest import read_manifest
+
+    for name in ("train", "test"):
+        read_back = read_manifest(out / f"{name}.jsonl", strict=True)
+        assert [u.audio_path for u in read_back] == [
+            str(out / u["audio_path"]) for u in (train if name == "train" else test)
+        ]
     record = json.loads((out / "corpus.json").read_text())
     assert record["splits"]["test"]["speakers"] == ["awb"]
     assert "espeak-ng" in record["engine_versions"]
@@ -529,6 +537,25 @@ def test_every_shipped_file_decodes_at_16khz_mono_with_its_duration(shipped):
     assert listed == set(SHIPPED_CORPUS_DIR.glob("audio/*/*.flac"))
     infos = {soundfile.info(p).subtype for p in list(listed)[:50]}
     assert infos == {"PCM_16"}
+
+
+def test_shipped_manifests_read_strictly_with_the_pipeline(shipped, tmp_path):
+    from stenograph.pipeline.manifest import read_manifest, write_manifest
+
+    for split, records in shipped.items():
+        utterances = read_manifest(shipped_manifest(split), strict=True)
+        # The generator writes through write_manifest, so rewriting reproduces the bytes.
+        moved = [
+            dataclasses.replace(
+                u, audio_path=u.audio_path.replace(str(SHIPPED_CORPUS_DIR), str(tmp_path))
+            )
+            for u in utterances
+        ]
+        write_manifest(tmp_path / f"{split}.jsonl", moved)
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == shipped_manifest(split).read_bytes()
+        assert [u.id for u in utterances] == [r["id"] for r in records]
+        assert utterances[0].audio_path == str(SHIPPED_CORPUS_DIR / records[0]["audio_path"])
+        assert utterances[0].speaker == records[0]["speaker"]
 
 
 def test_shipped_corpus_is_installed_as_package_data():

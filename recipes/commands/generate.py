@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from stenograph.pipeline.manifest import Utterance, write_manifest
+
 from . import effects
 from .grammar import generate_sentences
 from .splits import SPLITS, speaker_split, split_sentences
@@ -379,18 +381,6 @@ def engine_versions() -> dict[str, str]:
     return versions
 
 
-def _write_manifest(path: Path, records: list[dict[str, Any]]) -> None:
-    """Writes a JSON-lines manifest with the contract's field order."""
-    lines = []
-    for record in records:
-        ordered = {k: record[k] for k in ("id", "audio_path", "text", "duration", "offset")}
-        ordered["speaker"] = record["speaker"]
-        lines.append(json.dumps(ordered, ensure_ascii=False) + "\n")
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(lines), encoding="utf-8")
-    temporary.replace(path)
-
-
 def _existing_manifests(out_dir: Path) -> list[Path]:
     return [out_dir / f"{split}.jsonl" for split in SPLITS if (out_dir / f"{split}.jsonl").exists()]
 
@@ -544,19 +534,21 @@ def _write_outputs(
     statistics: dict[str, Any] = {}
     rendering_lines = []
     for split in SPLITS:
-        records = [
-            {
-                "id": job.utterance_id,
-                "audio_path": job.audio_path,
-                "text": job.text,
-                "duration": durations[job.utterance_id],
-                "offset": 0.0,
-                "speaker": job.voice.speaker,
-            }
+        utterances = [
+            Utterance(
+                id=job.utterance_id,
+                audio_path=str((out_dir / job.audio_path).absolute()),
+                text=job.text,
+                duration=durations[job.utterance_id],
+                offset=0.0,
+                speaker=job.voice.speaker,
+            )
             for job in jobs
             if job.split == split and job.utterance_id in durations
         ]
-        _write_manifest(out_dir / f"{split}.jsonl", records)
+        # write_manifest stores the paths relative to the manifest's folder.
+        write_manifest(out_dir / f"{split}.jsonl", utterances)
+        records = [u.to_dict() for u in utterances]
         statistics[split] = _split_statistics(records)
     for job in jobs:
         if job.utterance_id in durations:
