@@ -78,10 +78,10 @@ def _unstack(tensor):
 def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
     """Forward loop of the fused tanh/sigmoid path (c-gate columns pre-scaled by 2).
 
-    Inputs are read by slicing (``xp[t]``) rather than from a TensorArray: no copy of
-    the whole ``[T, B, 4H]`` tensor up front, and it measured faster. That is only
-    safe because no autodiff runs through this loop (slicing a captured tensor in a
-    differentiated loop makes a full-size gradient per step).
+    Inputs are read with ``tf.gather(xp, t)`` rather than from a TensorArray: no copy
+    of the whole ``[T, B, 4H]`` tensor up front, and it measured faster. That is only
+    safe because no autodiff runs through this loop (gathering from a captured tensor
+    in a differentiated loop makes a full-size gradient per step).
 
     Args:
         xp: ``[T, B, 4H]`` scaled input projections.
@@ -100,12 +100,12 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
 
     def body(t, h, c, tas):
         h_in = h * rd_mask if rd_mask is not None else h
-        acts = tf.sigmoid(xp[t] + tf.matmul(h_in, r))  # [B, 4H]
+        acts = tf.sigmoid(tf.gather(xp, t) + tf.matmul(h_in, r))  # [B, 4H]
         i, f, s, o = tf.split(acts, 4, axis=1)  # 4 x [B, H]
         c_new = f * c + i * (2.0 * s - 1.0)
         h_new = o * tf.tanh(c_new)
         if mask is not None:
-            m = mask[t]  # [B, 1]
+            m = tf.gather(mask, t)  # [B, 1]
             h_new = tf.where(m, h_new, h)
             c_new = tf.where(m, c_new, c)
         values = (h_new, c_new, acts) if store else (h_new,)
@@ -116,7 +116,6 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
         lambda t, *_: t < steps,
         body,
         (tf.constant(0), h0, c0, tas),
-        maximum_iterations=steps,
     )
     stacked = [ta.stack() for ta in tas] + [None, None]
     return stacked[0], stacked[1], stacked[2], h_last, c_last
@@ -160,15 +159,15 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
     r_t = tf.transpose(r)  # [4H, H]
 
     def body(t, dh, dc, dz_ta):
-        dh = dh + dhs[t]
-        u = dc + dh * dc_from_dh[t]  # dL/dc_candidate
-        dz = tf.concat([u, u, u, dh], axis=1) * gate_factor[t]  # [B, 4H]
+        dh = dh + tf.gather(dhs, t)
+        u = dc + dh * tf.gather(dc_from_dh, t)  # dL/dc_candidate
+        dz = tf.concat([u, u, u, dh], axis=1) * tf.gather(gate_factor, t)  # [B, 4H]
         dh_prev = tf.matmul(dz, r_t)  # [B, H]
         if rd_mask is not None:
             dh_prev = dh_prev * rd_mask
-        dc_prev = u * f[t]
+        dc_prev = u * tf.gather(f, t)
         if mask is not None:
-            m = mask[t]
+            m = tf.gather(mask, t)
             dh_prev = tf.where(m, dh_prev, dh)
             dc_prev = tf.where(m, dc_prev, dc)
         return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz)
@@ -177,7 +176,6 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
         lambda t, *_: t >= 0,
         body,
         (steps - 1, dh, dc, tf.TensorArray(hs.dtype, size=steps)),
-        maximum_iterations=steps,
     )
     dz_all = dz_ta.stack()  # [T, B, 4H]
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # [T, B, H]
