@@ -499,6 +499,10 @@ class TrainingRun:
         checkpoint = exp_lib.latest_checkpoint(self.exp_dir)
         if checkpoint is not None:
             self.state = exp_lib.restore_checkpoint(checkpoint, self.model, self.optimizer)
+            if self.state.finished and self.state.stop_reason.startswith("reached"):
+                # Ended by a limit: the loop re-checks it, so raising train.epochs
+                # or train.max_steps continues the run.
+                self.state.finished = False
             _log.info(
                 "resuming from %s (step %d, epoch %d, batch %d of the epoch)",
                 checkpoint.name,

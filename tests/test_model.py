@@ -1,0 +1,129 @@
+"""build_model, time reduction and the typed experiment config."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from stenograph.pipeline.features import FeatureConfig
+from stenograph.recipes.config import (
+    MODEL_PRESETS,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    model_preset,
+    parse_override,
+)
+from stenograph.recipes.model import ConvSubsampling, FrameStacking, build_model
+
+FEATURES = FeatureConfig(num_mel_bins=20)
+
+
+def _inputs(rng, lengths, width=20):
+    x = rng.standard_normal((len(lengths), max(lengths), width)).astype("float32")
+    return x, np.asarray(lengths, "int32")
+
+
+@pytest.mark.parametrize(
+    ("reduction", "factor", "expected"),
+    [("stack", 3, [17, 11, 1]), ("conv", 4, [13, 8, 1]), ("stack", 1, [50, 31, 1])],
+)
+def test_output_lengths_are_ceil_of_input_over_factor(rng, reduction, factor, expected):
+    config = ModelConfig(
+        reduction=reduction, reduction_factor=factor, lstm_units=8, lstm_layers=1, dropout=0.0
+    )
+    model = build_model(config, FEATURES, num_classes=6)
+    x, lengths = _inputs(rng, [50, 31, 1])
+    logits, logit_lengths = model([x, lengths])
+    assert logits.shape == (3, -(-50 // factor), 6)
+    assert logit_lengths.numpy().tolist() == expected
+
+
+@pytest.mark.parametrize("reduction", ["stack", "conv"])
+def test_padding_does_not_change_an_utterance(rng, reduction):
+    """A padded batch gives the same logits on real frames as the utterance alone."""
+    config = ModelConfig(
+        reduction=reduction,
+        reduction_factor=4 if reduction == "conv" else 3,
+        lstm_units=8,
+        lstm_layers=2,
+        dropout=0.0,
+    )
+    model = build_model(config, FEATURES, num_classes=6)
+    x, lengths = _inputs(rng, [50, 31])
+    batched, batched_lengths = model([x, lengths])
+    alone, alone_lengths = model([x[1:, :31], lengths[1:]])
+    n = int(alone_lengths[0])
+    assert int(batched_lengths[1]) == n
+    np.testing.assert_allclose(batched.numpy()[1, :n], alone.numpy()[0, :n], atol=1e-5)
+
+
+def test_frame_stacking_fixed_numbers():
+    x = np.arange(2 * 5 * 2, dtype="float32").reshape(2, 5, 2)
+    stacked, lengths = FrameStacking(2)(x, np.array([5, 3], "int32"))
+    assert lengths.numpy().tolist() == [3, 2]
+    np.testing.assert_array_equal(stacked.numpy()[0], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 0]])
+    # Frames past the length are zeroed before stacking (frame 3 of row 1 is padding).
+    np.testing.assert_array_equal(stacked.numpy()[1], [[10, 11, 12, 13], [14, 15, 0, 0], [0] * 4])
+
+
+def test_layers_round_trip_through_config():
+    for layer in (FrameStacking(3), ConvSubsampling(2, 8)):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_model_json_round_trip_rebuilds_the_same_architecture(rng):
+    model = build_model(model_preset("tiny"), FEATURES, num_classes=6)
+    clone = keras.models.model_from_json(model.to_json())
+    clone.set_weights(model.get_weights())
+    x, lengths = _inputs(rng, [30, 12])
+    np.testing.assert_allclose(model([x, lengths])[0], clone([x, lengths])[0], atol=1e-6)
+
+
+def test_presets_grow_from_tiny_to_deepspeech2():
+    counts = [
+        build_model(model_preset(name), FeatureConfig(), num_classes=29).count_params()
+        for name in ("tiny", "small", "medium", "deepspeech2")
+    ]
+    assert counts == sorted(counts)
+    assert counts[0] < 250_000 and counts[-1] > 30_000_000
+    assert set(MODEL_PRESETS) == {"tiny", "small", "medium", "deepspeech2"}
+
+
+def test_mixed_bfloat16_keeps_float32_logits_and_weights(rng):
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(model_preset("tiny"), FEATURES, num_classes=6)
+        logits, _ = model(list(_inputs(rng, [12, 9])))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert logits.dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="num_classes=1"):
+        build_model(model_preset("tiny"), FEATURES, num_classes=1)
+    with pytest.raises(ValueError, match="power of two"):
+        ModelConfig(reduction="conv", reduction_factor=3)
+    with pytest.raises(ValueError, match="Unknown model preset"):
+        model_preset("huge")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="float16")
+
+
+def test_config_json_round_trip_and_overrides(tmp_path):
+    config = ExperimentConfig(model=model_preset("small")).override(
+        {"train.epochs": 3, "features.num_mel_bins": 40, "data.dataset": {"cache": "memory"}}
+    )
+    config.save(tmp_path / "config.json")
+    loaded = ExperimentConfig.load(tmp_path / "config.json")
+    assert loaded == config
+    assert loaded.train.epochs == 3 and loaded.features.num_mel_bins == 40
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["lstm_units"] == 192
+    with pytest.raises(ValueError, match="Unknown settings in section 'train'"):
+        config.override({"train.epoch": 3})
+    assert parse_override("train.learning_rate=3e-4") == ("train.learning_rate", 3e-4)
+    assert parse_override("train.precision=mixed_bfloat16") == ("train.precision", "mixed_bfloat16")

@@ -1,0 +1,165 @@
+"""The training loop: it learns, skips non-finite steps, checkpoints and resumes state."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import recipe_fixtures as fixtures
+import tensorflow as tf
+
+from stenograph.pipeline.dataset import Batch
+from stenograph.pipeline.features import FeatureConfig
+from stenograph.recipes import experiment as exp_lib
+from stenograph.recipes import train as train_lib
+from stenograph.recipes.config import ExperimentConfig, TrainConfig, model_preset
+from stenograph.recipes.model import build_model
+
+
+def repeated_manifest(folder, copies=8, phrases=8):
+    """A validation manifest and a training manifest holding it `copies` times."""
+    valid = fixtures.write_manifest_corpus(folder, fixtures.PHRASES[:phrases], "valid")
+    lines = [json.loads(line) for line in valid.read_text().splitlines()]
+    train = folder / "train.jsonl"
+    train.write_text(
+        "".join(
+            json.dumps({**r, "id": f"{r['id']}-{k}"}) + "\n" for k in range(copies) for r in lines
+        )
+    )
+    return train, valid
+
+
+def tiny_config(train, valid, **overrides):
+    values = {
+        "data.train_manifest": str(train),
+        "data.valid_manifest": str(valid),
+        "data.batch_size": 8,
+        "train.learning_rate": 1e-2,
+        "train.warmup_steps": 5,
+        "train.decay_steps": 0,
+        "train.verbose": 0,
+        "train.checkpoint_every": 5,
+        **overrides,
+    }
+    return ExperimentConfig(model=model_preset("tiny", dropout=0.0)).override(values)
+
+
+def test_the_loop_learns_a_handful_of_utterances(tmp_path):
+    """Overfits 8 utterances to CER < 5% within 8 epochs of 8 steps (early stopping on CER)."""
+    train, valid = repeated_manifest(tmp_path / "data")
+    config = tiny_config(
+        train, valid, **{"train.epochs": 8, "train.monitor": "cer", "train.patience": 1}
+    )
+    state = train_lib.train(config, tmp_path / "exp")
+    best = json.loads((tmp_path / "exp" / exp_lib.BEST_INFO_FILE).read_text())
+    assert best["val_cer"] < 0.05, best
+    assert state.finished and state.step <= 64
+    history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
+    assert history[-1]["val_loss"] < history[0]["val_loss"] / 5
+    # Everything needed to reproduce the run is in the folder.
+    saved = ExperimentConfig.load(tmp_path / "exp" / exp_lib.CONFIG_FILE)
+    assert saved == config
+    assert json.loads((tmp_path / "exp" / exp_lib.MODEL_CONFIG_FILE).read_text())["class_name"]
+    assert list((tmp_path / "exp" / "tensorboard" / "valid").iterdir())
+    # The best weights load into a fresh model and decode the training phrases.
+    loaded = exp_lib.load_experiment(tmp_path / "exp")
+    assert loaded.weights_path.name == exp_lib.BEST_WEIGHTS_FILE
+
+
+def test_rerunning_a_finished_experiment_trains_no_further(tmp_path):
+    train, valid = repeated_manifest(tmp_path / "data", copies=1)
+    config = tiny_config(train, valid, **{"train.epochs": 2})
+    first = train_lib.train(config, tmp_path / "exp")
+    again = train_lib.train(config, tmp_path / "exp")
+    assert (first.step, first.epoch) == (again.step, again.epoch) == (2, 2)
+    # More epochs may be asked for on resume; the model may not change.
+    more = train_lib.train(config.override({"train.epochs": 3}), tmp_path / "exp")
+    assert more.step == 3
+    with pytest.raises(ValueError, match="model.lstm_units"):
+        train_lib.train(config.override({"model.lstm_units": 32}), tmp_path / "exp")
+
+
+def _nan_batch():
+    return Batch(
+        features=tf.fill([2, 30, 80], float("nan")),
+        feature_lengths=tf.constant([30, 20]),
+        labels=tf.constant([[1, 2], [2, 0]]),
+        label_lengths=tf.constant([2, 1]),
+        utterance_ids=tf.constant(["bad-utt-1", "bad-utt-2"]),
+    )
+
+
+def test_a_non_finite_step_is_skipped_and_names_the_utterances(capfd):
+    model = build_model(model_preset("tiny"), FeatureConfig(), 3)
+    trainer = train_lib.CTCTrainer(model)
+    optimizer = train_lib.make_optimizer(TrainConfig(warmup_steps=0))
+    trainer.compile(optimizer=optimizer)
+    optimizer.build(trainer.trainable_variables)
+    before = [w.numpy().copy() for w in model.weights]
+    logs = trainer.fit(tf.data.Dataset.from_tensors(_nan_batch()), verbose=0).history
+    assert logs["nonfinite"] == [1.0]
+    assert int(optimizer.iterations.numpy()) == 0
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    err = capfd.readouterr().err
+    assert "step skipped" in err and "bad-utt-1" in err and "bad-utt-2" in err
+
+
+def test_training_stops_after_n_non_finite_steps_in_a_row(tmp_path, monkeypatch):
+    train, valid = repeated_manifest(tmp_path / "data", copies=4)
+    real_make_dataset = train_lib.make_dataset
+
+    def poisoned(*args, **kwargs):
+        dataset = real_make_dataset(*args, **kwargs)
+        return dataset.map(lambda b: b._replace(features=b.features * float("nan")))
+
+    monkeypatch.setattr(train_lib, "make_dataset", poisoned)
+    config = tiny_config(train, valid, **{"train.max_nonfinite_steps": 3, "train.epochs": 2})
+    with pytest.raises(train_lib.TrainingError, match="3 non-finite steps in a row"):
+        train_lib.train(config, tmp_path / "exp")
+    checkpoint = exp_lib.latest_checkpoint(tmp_path / "exp")
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["step"] == 3 and state["nonfinite_streak"] == 3
+
+
+def test_checkpoints_keep_the_last_k_and_ignore_half_written_ones(tmp_path):
+    model = build_model(model_preset("tiny"), FeatureConfig(), 3)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    for step in (5, 10, 15, 20):
+        exp_lib.save_checkpoint(
+            tmp_path, model, optimizer, exp_lib.TrainingState(step=step), keep=2
+        )
+    names = [p.name for p in exp_lib.checkpoint_dirs(tmp_path)]
+    assert names == ["step-00000015", "step-00000020"]
+    # A kill mid-write leaves a temporary folder, or a folder missing files: never loaded.
+    (tmp_path / "checkpoints" / ".tmp-step-00000025-99").mkdir()
+    broken = tmp_path / "checkpoints" / "step-00000030"
+    broken.mkdir()
+    (broken / "state.json").write_text("{}")
+    assert exp_lib.latest_checkpoint(tmp_path).name == "step-00000020"
+    restored = exp_lib.restore_checkpoint(exp_lib.latest_checkpoint(tmp_path), model, optimizer)
+    assert restored.step == 20
+
+
+def test_learning_rate_warms_up_then_decays():
+    schedule = train_lib.learning_rate_schedule(
+        TrainConfig(
+            learning_rate=1e-3, warmup_steps=10, decay_steps=100, final_learning_rate_ratio=0.1
+        )
+    )
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 500)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-4)
+
+
+def test_shards_are_disjoint_and_equal_sized():
+    utterances = list(range(11))
+    shards = [train_lib.shard_utterances(utterances, i, 3) for i in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert not set(shards[0]) & set(shards[1])
+
+
+def test_error_rates_match_jiwer_and_skip_empty_references():
+    wer, cer = train_lib.error_rates(["a bc", "", "de"], ["a bd", "x", "de"])
+    assert wer == pytest.approx(1 / 3)
+    assert cer == pytest.approx(1 / 6)
