@@ -198,15 +198,21 @@ class _Tagged:
 
 
 def _source_windows(source: AudioSource, config: WindowConfig) -> Iterator[AudioWindow]:
+    from stenograph.pipeline.audio import audio_info
+
+    # Refuse what the data pipeline refuses, with its clear reasons (missing, a folder,
+    # empty, a WAV header promising more data than the file holds); reads only headers.
+    audio_info(source.path)
     try:
-        return iter_file_windows(source.path, config, source.offset, source.duration)
+        windows = iter_file_windows(source.path, config, source.offset, source.duration)
     except sf.LibsndfileError:
         # libsndfile lacks this format (e.g. m4a): fall back to the pipeline's decoder,
         # which holds the whole file in memory.
         from stenograph.pipeline.audio import load_audio
 
         audio = load_audio(source.path, config.sample_rate, source.offset, source.duration)
-        return windows_from_array(audio, config)
+        windows = windows_from_array(audio, config)
+    return windows
 
 
 def _tagged_windows(
