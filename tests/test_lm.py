@@ -314,3 +314,42 @@ def test_cli_build_from_text_and_manifest(tmp_path, kenlm_tools, capsys):
 def test_cli_install_tools_reports_cached_tools(kenlm_tools, capsys):
     assert run_cli(["lm", "install-tools"]) == 0
     assert str(kenlm_tools.lmplz.parent) in capsys.readouterr().out
+
+
+def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsys):
+    """`lm build --exp-dir` then `lm tune` on a tiny tone-corpus experiment (plumbing)."""
+    import json
+
+    import recipe_fixtures as fixtures
+
+    from stenograph.recipes import train as train_lib
+    from stenograph.recipes.config import ExperimentConfig, model_preset
+
+    phrases = fixtures.PHRASES[:6]
+    train = fixtures.write_manifest_corpus(tmp_path / "data", phrases, "train")
+    config = ExperimentConfig(model=model_preset("tiny", dropout=0.0)).override(
+        {
+            "data.train_manifest": str(train),
+            "data.valid_manifest": str(train),
+            "data.batch_size": 6,
+            "train.epochs": 1,
+            "train.verbose": 0,
+        }
+    )
+    exp = tmp_path / "exp"
+    train_lib.train(config, exp)
+
+    assert run_cli(["lm", "build", "--exp-dir", str(exp), "--order", "2"]) == 0
+    words = (exp / "lm" / "lm.unigrams.txt").read_text().split()
+    assert words == sorted({w for p in phrases for w in p.split()})
+
+    argv = ["lm", "tune", "--exp-dir", str(exp), "--manifest", str(train),
+            "--alphas", "0,0.5", "--betas", "1", "--beam-width", "8"]  # fmt: skip
+    assert run_cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "greedy WER" in out and "best alpha=" in out
+    choice = json.loads((exp / "decoding.json").read_text())
+    assert choice["decoder"] == "lm" and choice["lm_path"].endswith("lm.binary")
+    trials = {(t["alpha"], t["beta"]): t["wer"] for t in choice["trials"]}
+    assert set(trials) == {(0.0, 1.0), (0.5, 1.0)}
+    assert choice["dev_wer"] == min(trials.values()) == trials[(choice["alpha"], choice["beta"])]
