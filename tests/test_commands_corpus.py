@@ -617,3 +617,13 @@ def test_command_line_renders_in_two_processes(tmp_path, capsys):
 def test_command_line_reports_bad_voices(tmp_path, capsys):
     assert generate.main(["--out", str(tmp_path), "--voices", "nobody", "--no-progress"]) == 1
     assert "Unknown voice selector" in capsys.readouterr().err
+
+
+def test_register_adds_a_stenograph_subcommand():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="stenograph")
+    generate.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["generate-commands", "--out", "x", "--max-words", "5"])
+    assert args.handler is generate.run
+    assert (args.out, args.max_words, args.workers, args.num_sentences) == ("x", 5, 2, 2000)

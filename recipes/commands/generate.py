@@ -51,6 +51,7 @@ SAMPLE_RATE = 16000
 DEFAULT_ENGINE_WEIGHTS = {"espeak-ng": 0.5, "festival": 0.25, "flite": 0.25}
 HTS_VOICE = "voice_cmu_us_slt_arctic_hts"
 MIN_DURATION_SECONDS = 0.3
+DESCRIPTION = "Generate the spoken-commands corpus with espeak-ng, festival and flite."
 
 
 @dataclass(frozen=True)
@@ -558,12 +559,8 @@ def _write_outputs(
     return {"splits": statistics}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of `python -m stenograph.recipes.commands.generate`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m stenograph.recipes.commands.generate",
-        description="Generate the spoken-commands corpus with espeak-ng, festival and flite.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the generator's options to a parser (shared by the module and `stenograph`)."""
     parser.add_argument("--out", required=True, help="destination folder")
     parser.add_argument("--num-sentences", type=int, default=2000)
     parser.add_argument(
@@ -590,18 +587,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of `python -m stenograph.recipes.commands.generate`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m stenograph.recipes.commands.generate",
+        description=DESCRIPTION,
+    )
+    add_arguments(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the generator from the command line; prints the per-split statistics."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def register(subparsers: Any, name: str = "generate-commands") -> argparse.ArgumentParser:
+    """Adds the generator as a `stenograph` subcommand (handler: `run`).
+
+    Args:
+        subparsers: The object returned by `ArgumentParser.add_subparsers()`.
+        name: The subcommand's name.
+
+    Returns:
+        The subcommand's parser.
+    """
+    parser = subparsers.add_parser(name, help=DESCRIPTION, description=DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generates a corpus from parsed arguments; prints the per-split statistics.
+
+    Returns:
+        0 on success, 1 on an error the user can fix (printed on stderr).
+    """
     variety = VarietyConfig()
     if args.augment_fraction is not None:
-        variety = VarietyConfig(
-            augment_fraction=dict(zip(SPLITS, args.augment_fraction, strict=True))
-        )
+        fractions = dict(zip(SPLITS, args.augment_fraction, strict=True))
+        variety = VarietyConfig(augment_fraction=fractions)
     try:
         summary = generate_corpus(
             args.out,
@@ -628,6 +651,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary["failures"]:
         print(f"skipped {len(summary['failures'])} utterances (see corpus.json)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the generator from the command line (`python -m ...generate`)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(args)
 
 
 if __name__ == "__main__":
