@@ -136,45 +136,45 @@ def speed_perturb(
 
     Output sample ``j`` is the input interpolated at time ``j * factor`` with a
     Hann-windowed sinc whose cut-off is ``rolloff * min(1, 1 / factor)`` of Nyquist,
-    so speeding up does not alias. The factor is rounded to a multiple of
-    ``1 / SPEED_RESOLUTION``; then ``j * factor`` has at most ``SPEED_RESOLUTION``
-    fractional phases, and the kernel is a small table computed once per call
-    instead of trigonometry per output tap (this is what keeps it cheap in tf.data).
+    so speeding up does not alias. The factor is rounded to ``p / q`` with
+    ``q = SPEED_RESOLUTION``; output ``j = m q + r`` then reads inputs from ``m p`` on
+    with a kernel that depends only on the phase ``r``, so the whole resampling is
+    a strided framing and one small matmul with a ``[p + 2W - 1, q]`` kernel (no
+    per-tap gathers or trigonometry).
 
     Args:
         waveform: float32 [S].
         factor: Scalar speed factor > 0.
-        half_width: Taps on each side of the interpolation point.
+        half_width: Sinc taps on each side of the interpolation point.
         rolloff: Cut-off as a fraction of the (lower) Nyquist frequency.
 
     Returns:
         float32 [ceil(S / factor)] (with the rounded factor).
     """
     waveform = tf.convert_to_tensor(waveform, tf.float32)
-    steps = tf.maximum(
-        tf.cast(tf.round(tf.cast(factor, tf.float64) * SPEED_RESOLUTION), tf.int64), 1
-    )
-    num_in = tf.shape(waveform, out_type=tf.int64)[0]
-    num_out = (num_in * SPEED_RESOLUTION + steps - 1) // steps  # ceil(S / factor)
-    positions = tf.range(num_out, dtype=tf.int64) * steps  # [S'] in 1/RESOLUTION samples
-    base = positions // SPEED_RESOLUTION  # [S']
-    phase = positions % SPEED_RESOLUTION  # [S']
-    offsets = tf.range(-half_width + 1, half_width + 1, dtype=tf.int64)  # [2W]
-    table = _sinc_table(steps, half_width, rolloff)  # [RESOLUTION, 2W]
-    taps = base[:, None] + offsets[None, :]  # [S', 2W]
-    inside = (taps >= 0) & (taps < num_in)
-    samples = tf.gather(waveform, tf.clip_by_value(taps, 0, tf.maximum(num_in - 1, 0)))  # [S', 2W]
-    kernel = tf.gather(table, phase)  # [S', 2W]
-    return tf.reduce_sum(tf.where(inside, samples, 0.0) * kernel, axis=1)  # [S']
+    q = SPEED_RESOLUTION
+    p = tf.maximum(tf.cast(tf.round(tf.cast(factor, tf.float64) * q), tf.int32), 1)
+    num_in = tf.shape(waveform)[0]
+    num_out = (num_in * q + p - 1) // p  # ceil(S / factor)
+    blocks = (num_out + q - 1) // q  # M output blocks of q samples
+    kernel_length = p + 2 * half_width - 1
+    # Input tap of output (m, r), kernel position t: m p + t - (W - 1).
+    right = tf.maximum((blocks - 1) * p + kernel_length - (num_in + half_width - 1), 0)
+    padded = tf.pad(waveform, [[half_width - 1, right]])  # [S + W - 1 + right]
+    kernel = _polyphase_kernel(p, half_width, rolloff)  # [L, q]
+    windows = tf.signal.frame(padded, kernel_length, p)[:blocks]  # [M, L], im2col by stride p
+    out = tf.matmul(windows, kernel)  # [M, q]
+    return tf.reshape(out, [-1])[:num_out]  # [M q] -> [S']
 
 
-def _sinc_table(steps: tf.Tensor, half_width: int, rolloff: float) -> tf.Tensor:
-    """Windowed-sinc weights for every fractional phase: [RESOLUTION, 2W]."""
-    factor = tf.cast(steps, tf.float32) / SPEED_RESOLUTION
+def _polyphase_kernel(p: tf.Tensor, half_width: int, rolloff: float) -> tf.Tensor:
+    """Windowed-sinc weights ``K[t, r] = h(r p / q - t + W - 1)``: [p + 2W - 1, q]."""
+    q = SPEED_RESOLUTION
+    factor = tf.cast(p, tf.float32) / q
     cutoff = rolloff * tf.minimum(1.0, 1.0 / factor)
-    fraction = tf.range(SPEED_RESOLUTION, dtype=tf.float32) / SPEED_RESOLUTION  # [R]
-    offsets = tf.range(-half_width + 1, half_width + 1, dtype=tf.float32)  # [2W]
-    distance = fraction[:, None] - offsets[None, :]  # [R, 2W]
+    phases = tf.cast(tf.range(q) * p, tf.float32) / q  # [q] positions r p / q
+    taps = tf.cast(tf.range(p + 2 * half_width - 1) - (half_width - 1), tf.float32)  # [L]
+    distance = phases[None, :] - taps[:, None]  # [L, q]
     window = tf.where(
         tf.abs(distance) < half_width, 0.5 + 0.5 * tf.cos(math.pi * distance / half_width), 0.0
     )
@@ -217,6 +217,35 @@ def _syllable_envelope_gain(freqs: tf.Tensor) -> tf.Tensor:
     return tf.cast(freqs <= 8.0, tf.float32)  # syllable-rate amplitude modulation
 
 
+ENVELOPE_RATE = 100  # Hz; syllable-rate envelopes are drawn at this rate, then interpolated
+
+
+def _babble(num_samples: tf.Tensor, seed: tf.Tensor, sample_rate: int, voices: int) -> tf.Tensor:
+    """Speech-band noise talkers, each amplitude modulated below 8 Hz, summed: [S].
+
+    The talkers are circular shifts of one shaped noise (far apart, so uncorrelated in
+    practice) and the envelopes are drawn at ``ENVELOPE_RATE``: one FFT pair per call.
+    """
+    carrier_seed, envelope_seed, shift_seed = tf.unstack(split_seed(seed, 3))
+    carrier = _shaped_noise(carrier_seed, tf.stack([num_samples]), _speech_band_gain, sample_rate)
+    shifts = tf.random.stateless_uniform(
+        [voices], seed=shift_seed, maxval=tf.maximum(num_samples, 1), dtype=tf.int32
+    )
+    hop = sample_rate // ENVELOPE_RATE
+    slow_length = num_samples // hop + 2
+    slow = _shaped_noise(
+        envelope_seed, tf.stack([voices, slow_length]), _syllable_envelope_gain, ENVELOPE_RATE
+    )  # [V, S / hop + 2]
+    position = tf.range(num_samples, dtype=tf.float32) / hop  # [S] in envelope samples
+    left = tf.cast(tf.floor(position), tf.int32)
+    weight = position - tf.floor(position)
+    envelopes = tf.nn.relu(
+        tf.gather(slow, left, axis=1) * (1.0 - weight) + tf.gather(slow, left + 1, axis=1) * weight
+    )  # [V, S], linear interpolation
+    talkers = [tf.roll(carrier, shifts[v], axis=0) * envelopes[v] for v in range(voices)]
+    return tf.add_n(talkers)  # [S]
+
+
 def generate_noise(
     kind: str, num_samples: tf.Tensor, seed: tf.Tensor, sample_rate: int = 16000, voices: int = 6
 ) -> tf.Tensor:
@@ -240,13 +269,7 @@ def generate_noise(
     elif kind == "pink":
         noise = _shaped_noise(seed, tf.stack([num_samples]), _pink_gain, sample_rate)
     elif kind == "babble":
-        carrier_seed, envelope_seed = tf.unstack(split_seed(seed, 2))
-        shape = tf.stack([voices, num_samples])
-        carriers = _shaped_noise(carrier_seed, shape, _speech_band_gain, sample_rate)  # [V, S]
-        envelopes = _shaped_noise(
-            envelope_seed, shape, _syllable_envelope_gain, sample_rate
-        )  # [V, S]
-        noise = tf.reduce_sum(carriers * tf.nn.relu(envelopes), axis=0)  # [S]
+        noise = _babble(num_samples, seed, sample_rate, voices)
     else:
         raise ValueError(f"Noise kind must be one of {NOISE_KINDS}. Received: kind={kind!r}")
     return noise * tf.math.rsqrt(tf.maximum(tf.reduce_mean(tf.square(noise)), 1e-20))
@@ -298,6 +321,29 @@ class NoiseBank:
             if sum(clip.size for clip in clips) >= max_seconds * sample_rate:
                 break
         return cls(clips, max_seconds=max_seconds, sample_rate=sample_rate)
+
+    @classmethod
+    def generated(
+        cls,
+        kinds: Sequence[str] = NOISE_KINDS,
+        seconds: float = 60.0,
+        sample_rate: int = 16000,
+        seed: int = 0,
+    ) -> NoiseBank:
+        """A bank of generated noise, one clip of ``seconds`` per kind.
+
+        Drawing random crops from a precomputed clip costs a gather per utterance,
+        where generating fresh noise costs random numbers and FFTs per utterance
+        (the dominant cost of augmentation in tf.data on a CPU).
+        """
+        num_samples = int(seconds * sample_rate)
+        clips = [
+            generate_noise(
+                kind, num_samples, tf.constant([seed, index], tf.int64), sample_rate
+            ).numpy()
+            for index, kind in enumerate(kinds)
+        ]
+        return cls(clips, max_seconds=seconds * len(clips), sample_rate=sample_rate)
 
     def sample(self, num_samples: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """A random crop of S samples from a random clip (looped if short), unit RMS."""

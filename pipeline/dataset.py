@@ -585,7 +585,9 @@ def make_dataset(
             ``feature_config.dither``); evaluation does none of these.
         input_context: From ``tf.distribute`` (e.g. ``distribute_datasets_from_function``);
             each input pipeline then reads a disjoint shard of the utterances.
-        noise_bank: Recorded noise for augmentation; generated noise when ``None``.
+        noise_bank: Recorded noise for augmentation (e.g. ``NoiseBank.from_files``);
+            when ``None``, a bank of generated noise (``NoiseBank.generated`` with
+            ``config.augment.noise_kinds``, one minute each) is built once.
         report: Receives dropped utterances; a new ``DropReport(config.report_path)``
             when ``None``.
 
@@ -618,6 +620,10 @@ def make_dataset(
     if training:
         dataset = tf.data.Dataset.zip((dataset, _element_seeds(config.seed))).map(_attach_seed)
     if training and config.augment is not None:
+        if noise_bank is None and config.augment.noise_probability > 0:
+            noise_bank = NoiseBank.generated(
+                config.augment.noise_kinds, sample_rate=feature_config.sample_rate, seed=config.seed
+            )
         stage = _augment_stage(config.augment, feature_config, config.time_reduction, noise_bank)
         dataset = dataset.map(stage, num_parallel_calls=parallel)
     dataset = _bucket_or_batch(dataset, config, feature_config.sample_rate)

@@ -199,3 +199,16 @@ def test_augment_config_round_trip_and_errors():
         AugmentConfig(noise_kinds=("traffic",))
     with pytest.raises(ValueError, match="noise_probability"):
         AugmentConfig(noise_probability=1.5)
+
+
+def test_generated_noise_bank_is_seeded_and_mixes_at_the_snr(rng):
+    bank = NoiseBank.generated(("white", "babble"), seconds=2.0, seed=4)
+    again = NoiseBank.generated(("white", "babble"), seconds=2.0, seed=4)
+    assert int(bank.samples.shape[0]) == 2 * 2 * SR and int(bank.lengths.shape[0]) == 2
+    np.testing.assert_array_equal(bank.samples.numpy(), again.samples.numpy())
+    other = NoiseBank.generated(("white", "babble"), seconds=2.0, seed=5)
+    assert not np.array_equal(bank.samples.numpy(), other.samples.numpy())
+    clean = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    for s in range(4):
+        noisy = add_noise(clean, bank.sample(SR, seed(s)), tf.constant(12.0)).numpy()
+        assert abs(snr_db(clean, noisy) - 12.0) < 0.5
