@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -77,14 +78,19 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def _check_file(path: str) -> None:
-    """Raises AudioDecodeError unless `path` is a non-empty regular file."""
-    if not os.path.exists(path):
-        raise AudioDecodeError(f"audio file not found: {path!r}")
-    if os.path.isdir(path):
+def _check_file(path: str) -> int:
+    """Returns the file's size; raises AudioDecodeError unless it is a non-empty file."""
+    try:
+        status = os.stat(path)  # one system call answers all three questions
+    except FileNotFoundError:
+        raise AudioDecodeError(f"audio file not found: {path!r}") from None
+    except (OSError, ValueError) as e:
+        raise AudioDecodeError(f"cannot access audio file {path!r}: {e}") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioDecodeError(f"audio path is a folder, not a file: {path!r}")
-    if os.path.getsize(path) == 0:
+    if status.st_size == 0:
         raise AudioDecodeError(f"audio file is empty (0 bytes): {path!r}")
+    return status.st_size
 
 
 def _open(path: str) -> soundfile.SoundFile:
@@ -114,11 +120,15 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
             frames, or is a WAV whose header claims more data than the file holds.
     """
     path = os.fspath(path)
-    _check_file(path)
+    size = _check_file(path)
     with _open(path) as f:
-        info = AudioInfo(path, f.samplerate, f.frames, f.channels, f.format, f.subtype)
+        return _checked_info(f, path, size)
+
+
+def _checked_info(f: soundfile.SoundFile, path: str, size: int) -> AudioInfo:
+    info = AudioInfo(path, f.samplerate, f.frames, f.channels, f.format, f.subtype)
     if info.format == "WAV":
-        _check_wav_data_size(path)
+        _check_wav_data_size(path, size)
     if info.frames <= 0:
         raise AudioDecodeError(f"audio file has no samples: {path!r}")
     return info
@@ -152,10 +162,10 @@ def wav_declared_and_actual_data_bytes(header: bytes, file_size: int) -> tuple[i
     return None
 
 
-def _check_wav_data_size(path: str) -> None:
+def _check_wav_data_size(path: str, size: int) -> None:
     with open(path, "rb") as f:
         header = f.read(65536)
-    sizes = wav_declared_and_actual_data_bytes(header, os.path.getsize(path))
+    sizes = wav_declared_and_actual_data_bytes(header, size)
     if sizes is not None and sizes[0] > sizes[1]:
         raise AudioDecodeError(
             f"WAV file is truncated or its header is wrong: the header declares {sizes[0]} "
@@ -167,6 +177,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """Averages channels: ``[frames, channels]`` or ``[frames]`` → ``[frames]`` float32."""
     if samples.ndim == 1:
         return samples.astype(np.float32, copy=False)
+    if samples.shape[1] == 1:  # a mean over one channel costs as much as decoding
+        return np.ascontiguousarray(samples[:, 0], dtype=np.float32)  # [frames, 1] -> [frames]
     return samples.mean(axis=1, dtype=np.float32)  # [frames, channels] -> [frames]
 
 
@@ -234,9 +246,10 @@ def frame_range(
 
 
 def _read_soundfile(path: str, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    info = audio_info(path)
-    start, stop = _frame_range_for(path, offset, duration, info)
+    size = _check_file(path)
     with _open(path) as f:
+        info = _checked_info(f, path, size)
+        start, stop = _frame_range_for(path, offset, duration, info)
         try:
             if start:
                 f.seek(start)

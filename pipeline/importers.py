@@ -514,7 +514,10 @@ def import_csv(
 
 
 def _csv_fields(line: str, sep: str) -> list[str]:
-    return next(csv.reader([line], delimiter=sep), [])
+    try:
+        return next(csv.reader([line], delimiter=sep), [])
+    except csv.Error:
+        return []  # reported by the caller as a row without a path and a text
 
 
 def _csv_columns(

@@ -12,6 +12,8 @@ import pytest
 import soundfile as sf
 import soxr
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stenograph.pipeline import audio as audio_module
 from stenograph.pipeline.audio import (
@@ -400,3 +402,34 @@ def test_decode_wav_tf_in_a_saved_model_handles_any_rate(tmp_path):
         samples = restored.decode(tf.constant(_wav_bytes(tone(rate, 0.25), rate))).numpy()
         assert samples.shape == (4000,)
         assert np.abs(samples).max() == pytest.approx(0.25, abs=0.01)
+
+
+def _valid_file_bytes(tmp_path, ext: str) -> bytes:
+    kwargs = {"subtype": "PCM_16"} if ext in ("wav", "flac") else {}
+    sf.write(tmp_path / f"seed.{ext}", tone(16000, 0.3, 2), 16000, **kwargs)
+    return (tmp_path / f"seed.{ext}").read_bytes()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ext=st.sampled_from(["wav", "flac", "ogg", "mp3"]),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+    junk=st.binary(max_size=64),
+)
+def test_mangled_audio_decodes_or_raises_our_error(tmp_path, ext, cut, flips, junk):
+    data = bytearray(_valid_file_bytes(tmp_path, ext))
+    for where, value in flips:  # overwrite bytes, headers included
+        data[int(where * (len(data) - 1))] = value
+    data = bytes(data[: int(cut * len(data))]) + junk
+    path = tmp_path / f"mangled.{ext}"
+    path.write_bytes(data)
+    try:
+        samples = load_audio(path)
+    except AudioDecodeError as error:
+        assert str(path) in str(error)
+        return
+    assert samples.dtype == np.float32 and samples.ndim == 1 and samples.size > 0
+    assert np.isfinite(samples).all()

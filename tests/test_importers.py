@@ -5,6 +5,8 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stenograph.pipeline import importers
 from stenograph.pipeline.errors import CorpusError, ProblemReport
@@ -265,3 +267,31 @@ def test_probe_durations_runs_in_parallel_threads(tmp_path, monkeypatch):
     assert results[:6] == pytest.approx([0.1 * (i + 1) for i in range(6)])
     assert "not found" in results[6]
     assert threading.get_ident() not in threads and len(threads) >= 1
+
+
+_CELLS = st.sampled_from(
+    ["a.wav", "x.wav", "../up.wav", "/etc/passwd", "", "1.5", "-2", "nan", "path", "text"]
+)
+_ROWS = st.lists(
+    st.lists(_CELLS | st.text(max_size=12), max_size=4).map(lambda cells: ",".join(cells).encode())
+    | st.binary(max_size=30),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_ROWS, suffix=st.sampled_from([".csv", ".tsv"]))
+def test_random_csv_parses_or_reports_never_crashes(tmp_path, rows, suffix):
+    if not (tmp_path / "a.wav").exists():
+        write_tone(tmp_path / "a.wav", 0.1)
+    path = tmp_path / f"list{suffix}"
+    path.write_bytes(b"\n".join(rows))
+    report = ProblemReport()
+    utterances = import_csv(path, on_problem=report.add)
+    assert len({u.id for u in utterances}) == len(utterances)
+    for utterance in utterances:
+        assert utterance.audio_path == str(tmp_path / "a.wav")
+        assert utterance.duration is not None and utterance.duration > 0
+    assert all(p.source == str(path) for p in report.problems)
