@@ -51,6 +51,8 @@ class AudioSource:
         offset: Seconds skipped at the start.
         duration: Seconds read after `offset` (None: to the end).
         reference: The manifest's transcript, copied into JSON output.
+        output_name: Path of its output files (without suffix) inside an output
+            folder; defaults to `name`.
     """
 
     path: str
@@ -58,6 +60,7 @@ class AudioSource:
     offset: float = 0.0
     duration: float | None = None
     reference: str | None = None
+    output_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def discover_sources(
                 failures.append(Failure(item, "folder holds no audio files"))
             sources += [AudioSource(str(p), str(p.relative_to(path))) for p in found]
         elif path.is_file():
-            sources.append(AudioSource(str(path), item))
+            sources.append(AudioSource(str(path), item, output_name=path.name))
         else:
             failures.append(Failure(item, "no such file or folder"))
     if manifest:
@@ -462,7 +465,7 @@ def _output_names(sources: Sequence[AudioSource]) -> list[str]:
     """File stems for the output folder: the source name without its audio suffix, unique."""
     names, seen = [], set()
     for source in sources:
-        stem = source.name
+        stem = source.output_name or source.name
         suffix = Path(stem).suffix
         if suffix.lower() in AUDIO_SUFFIXES:
             stem = stem[: -len(suffix)]

@@ -1,0 +1,498 @@
+"""`stenograph export`: a self-contained SavedModel (and optionally TFLite) from an experiment.
+
+Usage:
+    stenograph export exp/demo exports/demo
+    stenograph export exp/demo exports/demo --tflite --overwrite
+
+The SavedModel takes raw audio and returns text; features, normalisation and CTC
+decoding are in the graph, so it needs TensorFlow alone (no `stenograph` import):
+
+    loaded = tf.saved_model.load("exports/demo")
+    out = loaded.signatures["serving_default"](waveforms=w, lengths=n)
+    out["transcripts"]  # tf.string [B]
+
+Signatures (explicit `tf.function` input signatures, as TensorFlowASR does):
+  * `serving_default(waveforms float32 [B, S] at 16 kHz, lengths int32 [B])`
+  * `transcribe_wav(wav_bytes string [B])`: 16-bit PCM WAV files, decoded and
+    resampled in-graph.
+Both return `transcripts` string [B], `token_ids` int32 [B, L] (padded with -1),
+`token_lengths` int32 [B], `log_probs` float32 [B, T, C] (CTC log-probabilities, blank
+= 0, for external decoders) and `log_prob_lengths` int32 [B].
+
+The graph is always built with our LSTM kernel (`use_cudnn=False`) and the trained
+weights loaded into it, so a model trained with cuDNN exports and runs on CPU. The
+export is written to a temporary sibling folder, checked by loading it back, then
+renamed into place: an interrupted export never leaves a broken model at the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stenograph.layers import ctc_beam_search_decode, ctc_greedy_decode
+from stenograph.pipeline.audio import decode_wav_tf
+from stenograph.pipeline.features import AudioFeatures, FeatureConfig
+from stenograph.pipeline.text import Vocabulary
+
+from .config import ExperimentConfig, fsync_directory
+from .experiment import CONFIG_FILE, VOCABULARY_FILE, resolve_weights
+from .model import build_model
+
+METADATA_FILE = "stenograph.json"
+EXTRA_DIR = "assets.extra"  # TF Serving's folder for files the graph does not read
+TFLITE_FILE = "model.tflite"
+SIGNATURES = ("serving_default", "transcribe_wav")
+OUTPUT_KEYS = ("transcripts", "token_ids", "token_lengths", "log_probs", "log_prob_lengths")
+
+
+def seconds_per_frame(feature_config: FeatureConfig, reduction_factor: int) -> float:
+    """Seconds of audio per CTC output frame: hop × time reduction / sample rate."""
+    return feature_config.frame_step * reduction_factor / feature_config.sample_rate
+
+
+class ServingModule(tf.Module):
+    """Raw audio to CTC log-probabilities and text, as traced TensorFlow functions.
+
+    Args:
+        model: The acoustic model `[features, feature_lengths] -> [logits, logit_lengths]`.
+        feature_config: The features the model was trained on.
+        vocabulary: Maps token ids to characters (blank = 0).
+        reduction_factor: Feature frames per CTC frame.
+        beam_width: 0 for greedy decoding in the graph, else CTC beam search width.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        feature_config: FeatureConfig,
+        vocabulary: Vocabulary,
+        reduction_factor: int,
+        beam_width: int = 0,
+    ) -> None:
+        super().__init__(name="stenograph")
+        self.model = model
+        self.features = AudioFeatures(feature_config, name="features")
+        self.feature_config = feature_config
+        self.vocabulary = vocabulary
+        self.beam_width = int(beam_width)
+        self.sample_rate = tf.Variable(feature_config.sample_rate, trainable=False)
+        self.seconds_per_frame = tf.Variable(
+            seconds_per_frame(feature_config, reduction_factor), trainable=False
+        )
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ]
+    )
+    def log_probs(self, waveforms: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """CTC log-probabilities `[B, T, C]` and their lengths `[B]` for raw audio `[B, S]`."""
+        return self._log_probs(waveforms, lengths)
+
+    def _log_probs(self, waveforms: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # Traced inline by each signature (a nested tf.function would keep variable
+        # reads that TF 2.17's TFLite converter cannot freeze).
+        features, frame_lengths = self.features(waveforms, lengths)  # [B, F_T, F], [B]
+        logits, logit_lengths = self.model([features, frame_lengths], training=False)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)  # [B, T, C]
+        return log_probs, tf.cast(logit_lengths, tf.int32)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ]
+    )
+    def transcribe(self, waveforms: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Transcribes 16 kHz float32 waveforms `[B, S]` with their lengths `[B]`."""
+        return self._transcribe(waveforms, lengths)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    def transcribe_wav(self, wav_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Transcribes 16-bit PCM WAV files given as bytes `[B]` (any rate, any channels)."""
+        rate = self.feature_config.sample_rate
+        waveforms = tf.map_fn(
+            lambda data: decode_wav_tf(data, rate),
+            wav_bytes,
+            fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0),
+        )  # [B, (S)]
+        lengths = tf.cast(waveforms.row_lengths(), tf.int32)  # [B]
+        return self._transcribe(waveforms.to_tensor(), lengths)  # [B, S]
+
+    def _transcribe(self, waveforms: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        log_probs, log_prob_lengths = self._log_probs(waveforms, lengths)
+        if self.beam_width > 0:
+            ids, id_lengths, _ = ctc_beam_search_decode(
+                log_probs, log_prob_lengths, beam_width=self.beam_width
+            )
+        else:
+            ids, id_lengths = ctc_greedy_decode(log_probs, log_prob_lengths)
+        return {
+            "transcripts": self.vocabulary.decode_tf(ids, id_lengths),
+            "token_ids": tf.identity(ids),
+            "token_lengths": tf.identity(id_lengths),
+            "log_probs": tf.identity(log_probs),
+            "log_prob_lengths": tf.identity(log_prob_lengths),
+        }
+
+
+def load_cpu_model(exp_dir: str | os.PathLike[str], weights: str = "best") -> tuple[Any, ...]:
+    """Builds an experiment's model with our LSTM kernel and loads its trained weights.
+
+    cuDNN and our kernel share variables, so weights trained either way load here.
+
+    Returns:
+        `(config, vocabulary, model)`.
+    """
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"Not an experiment folder (no {CONFIG_FILE}). Received: exp_dir={str(exp_dir)!r}"
+        )
+    config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
+    vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
+    cpu_config = dataclasses.replace(config.model, use_cudnn=False)
+    model = build_model(cpu_config, config.features, num_classes=len(vocabulary.tokens))
+    model.load_weights(resolve_weights(exp_dir, weights))
+    return config, vocabulary, model
+
+
+def serving_module_for(
+    config: ExperimentConfig, vocabulary: Vocabulary, model: keras.Model, beam_width: int = 0
+) -> ServingModule:
+    """A `ServingModule` for a model built from `config`."""
+    return ServingModule(
+        model, config.features, vocabulary, config.model.reduction_factor, beam_width
+    )
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an export went and how long it took."""
+
+    saved_model: Path
+    tflite: Path | None
+    seconds: float
+
+
+def export_module(
+    module: ServingModule,
+    output_dir: str | os.PathLike[str],
+    tflite: bool = False,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Writes a SavedModel (and optionally TFLite) for `module`, atomically.
+
+    Args:
+        module: What to export.
+        output_dir: Target folder; must not exist unless `overwrite`.
+        tflite: Also write `model.tflite` (TFLite builtins plus select TF ops).
+        overwrite: Replace an existing export.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        FileExistsError: If `output_dir` exists and `overwrite` is False.
+    """
+    started = time.perf_counter()
+    target = Path(output_dir).absolute()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_saved_model(module, partial)
+        if tflite:
+            write_tflite(module, partial / TFLITE_FILE)
+        _check_loadable(partial)
+        _fsync_tree(partial)
+        _move_into_place(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    tflite_path = target / TFLITE_FILE if tflite else None
+    return ExportResult(target, tflite_path, time.perf_counter() - started)
+
+
+def _write_saved_model(module: ServingModule, folder: Path) -> None:
+    signatures = {
+        "serving_default": module.transcribe.get_concrete_function(),
+        "transcribe_wav": module.transcribe_wav.get_concrete_function(),
+    }
+    tf.saved_model.save(module, str(folder), signatures=signatures)
+    extra = folder / EXTRA_DIR
+    extra.mkdir(exist_ok=True)
+    module.vocabulary.save(extra / "vocabulary.json")
+    metadata = {
+        "format": "stenograph-export-1",
+        "sample_rate": module.feature_config.sample_rate,
+        "seconds_per_frame": float(module.seconds_per_frame.numpy()),
+        "features": module.feature_config.to_dict(),
+        "blank_index": 0,
+        "decoder": f"beam{module.beam_width}" if module.beam_width else "greedy",
+        "signatures": list(SIGNATURES),
+        "outputs": list(OUTPUT_KEYS),
+    }
+    (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+class _FrozenWaveformSignature(tf.Module):
+    """The waveform signature with its variables folded into constants."""
+
+    def __init__(self, frozen: Any) -> None:
+        super().__init__()
+        self._frozen = frozen
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ]
+    )
+    def serve(self, waveforms: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Same outputs as `ServingModule.transcribe`."""
+        outputs = self._frozen(waveforms, lengths)
+        if isinstance(outputs, dict):
+            return outputs
+        # A frozen function returns the outputs flat, in sorted-key order.
+        return dict(zip(sorted(OUTPUT_KEYS), outputs, strict=True))
+
+
+def write_tflite(module: ServingModule, path: Path) -> None:
+    """Converts `module`'s waveform signature to a TFLite flatbuffer at `path`.
+
+    TFLite builtins plus select TF ops (string joins, the LSTM's TensorList ops). Only
+    the waveform signature is converted: the WAV signature's in-graph resampler uses
+    BesselI0 (Kaiser window), which TFLite has neither as builtin nor select op. The
+    variables are folded into constants first, which sidesteps TF 2.16/2.17's
+    "ReadVariableOp missing attribute 'value'" failure on Keras 3 variables; the frozen
+    function goes through a throwaway SavedModel so the flatbuffer keeps the
+    `serving_default` signature with named inputs and outputs.
+    """
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(module.transcribe.get_concrete_function())
+    wrapper = _FrozenWaveformSignature(frozen)
+    scratch = path.with_name(f".{path.name}.savedmodel")
+    try:
+        tf.saved_model.save(
+            wrapper,
+            str(scratch),
+            signatures={"serving_default": wrapper.serve},
+            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(scratch), signature_keys=["serving_default"]
+        )
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+            tf.lite.OpsSet.SELECT_TF_OPS,
+        ]
+        # Keep TensorList ops (the LSTM's while loop) as select ops: lowering them
+        # needs static element shapes, which a dynamic batch does not give.
+        converter._experimental_lower_tensor_list_ops = False
+        path.write_bytes(converter.convert())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_loadable(folder: Path) -> None:
+    """Loads the export back and transcribes a second of silence, so a broken export fails here."""
+    loaded = tf.saved_model.load(str(folder))
+    serve = loaded.signatures["serving_default"]
+    result = serve(waveforms=tf.zeros([1, 16000]), lengths=tf.constant([16000]))
+    missing = set(OUTPUT_KEYS) - set(result)
+    if missing:
+        raise RuntimeError(f"Exported model lacks outputs {sorted(missing)} in {folder}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            descriptor = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        fsync_directory(Path(root))
+
+
+def _move_into_place(partial: Path, target: Path) -> None:
+    """Renames `partial` to `target`; an old `target` is moved aside first, then removed."""
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, retired)
+    os.replace(partial, target)
+    fsync_directory(target.parent)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Removes leftovers of interrupted exports to the same target."""
+    for pattern in (f".{target.name}.partial-*", f".{target.name}.old-*"):
+        for leftover in target.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def export_experiment(
+    exp_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    weights: str = "best",
+    beam_width: int = 0,
+    tflite: bool = False,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Exports an experiment's model as a SavedModel (see the module docstring).
+
+    Args:
+        exp_dir: Experiment folder written by `stenograph train`.
+        output_dir: Target folder.
+        weights: "best", "last" or a weights file.
+        beam_width: 0 for greedy decoding in the graph, else beam search width.
+        tflite: Also write `model.tflite`.
+        overwrite: Replace an existing export.
+
+    Returns:
+        An `ExportResult`.
+    """
+    config, vocabulary, model = load_cpu_model(exp_dir, weights)
+    module = serving_module_for(config, vocabulary, model, beam_width)
+    return export_module(module, output_dir, tflite=tflite, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------
+# Loading (for `transcribe`)
+
+
+def is_saved_model(folder: str | os.PathLike[str]) -> bool:
+    """Whether `folder` holds a SavedModel."""
+    return (Path(folder) / "saved_model.pb").is_file()
+
+
+class KerasAcousticModel:
+    """An experiment's model behind the `transcribe` acoustic-model interface."""
+
+    def __init__(self, module: ServingModule) -> None:
+        self.module = module
+        self.vocabulary = module.vocabulary
+        self.sample_rate = module.feature_config.sample_rate
+        self.seconds_per_frame = float(module.seconds_per_frame.numpy())
+
+    def log_probs(
+        self, waveforms: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """CTC log-probabilities `[B, T, C]` and lengths `[B]` for waveforms `[B, S]`."""
+        log_probs, frame_lengths = self.module.log_probs(
+            tf.constant(waveforms, tf.float32), tf.constant(lengths, tf.int32)
+        )
+        return log_probs.numpy(), frame_lengths.numpy()
+
+
+class ExportedAcousticModel:
+    """An exported SavedModel behind the `transcribe` acoustic-model interface."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        folder = Path(folder)
+        metadata = json.loads((folder / EXTRA_DIR / METADATA_FILE).read_text(encoding="utf-8"))
+        self.loaded = tf.saved_model.load(str(folder))
+        self.vocabulary = Vocabulary.load(folder / EXTRA_DIR / "vocabulary.json")
+        self.sample_rate = int(metadata["sample_rate"])
+        self.seconds_per_frame = float(metadata["seconds_per_frame"])
+
+    def log_probs(
+        self, waveforms: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """CTC log-probabilities `[B, T, C]` and lengths `[B]` for waveforms `[B, S]`."""
+        log_probs, frame_lengths = self.loaded.log_probs(
+            tf.constant(waveforms, tf.float32), tf.constant(lengths, tf.int32)
+        )
+        return log_probs.numpy(), frame_lengths.numpy()
+
+
+def load_experiment_model(exp_dir: str | os.PathLike[str]) -> KerasAcousticModel:
+    """Loads an experiment folder for transcription (our kernel, so it runs anywhere)."""
+    config, vocabulary, model = load_cpu_model(exp_dir)
+    return KerasAcousticModel(serving_module_for(config, vocabulary, model))
+
+
+def load_exported_model(folder: str | os.PathLike[str]) -> ExportedAcousticModel:
+    """Loads a SavedModel written by `stenograph export` for transcription."""
+    return ExportedAcousticModel(folder)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def register(subparsers: Any) -> None:
+    """Adds the `export` command to the `stenograph` command line."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export an experiment as a SavedModel (and TFLite) that takes raw audio",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the export options to `parser`."""
+    parser.add_argument("exp_dir", help="experiment folder")
+    parser.add_argument("output_dir", help="folder to write the SavedModel to")
+    parser.add_argument("--weights", default="best", help="best, last or a weights file")
+    parser.add_argument(
+        "--beam-width", type=int, default=0, help="CTC beam search in the graph (0: greedy)"
+    )
+    parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `stenograph export`."""
+    result = export_experiment(
+        args.exp_dir,
+        args.output_dir,
+        weights=args.weights,
+        beam_width=args.beam_width,
+        tflite=args.tflite,
+        overwrite=args.overwrite,
+    )
+    print(f"export: SavedModel written to {result.saved_model} in {result.seconds:.1f} s")
+    if result.tflite is not None:
+        print(f"export: TFLite model written to {result.tflite}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command on its own (`python -m stenograph.recipes.export`)."""
+    parser = argparse.ArgumentParser(prog="stenograph export", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
