@@ -1,0 +1,101 @@
+"""Two worker processes on localhost train together under MultiWorkerMirroredStrategy."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from test_train import repeated_manifest, tiny_config
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from stenograph.recipes.config import ExperimentConfig
+    from stenograph.recipes.train import TrainingRun
+
+    run = TrainingRun(ExperimentConfig.load(sys.argv[1]), sys.argv[2])
+    run.setup()
+    initial = [w.numpy() for w in run.model.weights]
+    state = run.run()
+    np.savez(sys.argv[3], *[w.numpy() for w in run.model.weights])
+    np.savez(sys.argv[3] + ".initial.npz", *initial)
+    print(json.dumps({"step": state.step, "workers": run.num_workers}))
+    """
+)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
+    train, valid = repeated_manifest(tmp_path / "data", copies=2)
+    config = tiny_config(
+        train,
+        valid,
+        **{
+            "train.strategy": "multiworker",
+            "train.max_steps": 4,
+            "data.batch_size": 4,
+            "train.epochs": 2,
+        },
+    )
+    config.save(tmp_path / "config.json")
+    (tmp_path / "worker.py").write_text(WORKER)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(tmp_path / "worker.py"),
+                    str(tmp_path / "config.json"),
+                    str(tmp_path / "exp"),
+                    str(tmp_path / f"worker{index}.npz"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise
+        assert process.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outputs == [{"step": 4, "workers": 2}] * 2
+
+    final = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
+    initial = np.load(tmp_path / "worker0.npz.initial.npz")
+    names = final[0].files
+    for name in names:
+        np.testing.assert_array_equal(final[0][name], final[1][name])
+    assert any(not np.array_equal(final[0][n], initial[n]) for n in names), "weights never moved"
+    # Only the chief writes the experiment folder.
+    assert (tmp_path / "exp" / "checkpoints" / "step-00000004").is_dir()
