@@ -549,6 +549,9 @@ class LSTM(keras.layers.Layer):
         self.go_backwards = go_backwards
         self.use_cudnn = use_cudnn
         self.supports_masking = True
+        # Keep Keras' fit from XLA-compiling us on GPU: CudnnRNNV3 has no XLA kernel,
+        # and on CPU XLA ran a hoisted-projection LSTM ~4x slower (DESIGN.md).
+        self.supports_jit = False
         self.input_spec = keras.layers.InputSpec(ndim=3)
         if use_cudnn is True and not self._cudnn_config_ok(training=True):
             raise ValueError(

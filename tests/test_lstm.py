@@ -321,6 +321,13 @@ def test_one_fit_step_changes_weights_and_learns(rng):
     assert not np.allclose(before[0], model.get_weights()[0])
 
 
+def test_layer_opts_out_of_xla_like_keras_cudnn_lstm():
+    """Keras' jit_compile="auto" XLA-compiles a GPU model only if every layer allows it."""
+    inputs = keras.Input((None, D))
+    model = keras.Model(inputs, LSTM(H)(inputs))
+    assert not all(layer.supports_jit for layer in model._flatten_layers())
+
+
 def test_masking_layer_in_a_model(rng):
     """A Keras Masking layer feeds its mask to our LSTM as it does to Keras'."""
     x = _inputs(rng)
