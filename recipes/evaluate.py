@@ -33,6 +33,7 @@ from stenograph.pipeline.text import Vocabulary
 from .config import atomic_write_text
 from .experiment import load_experiment
 from .train import make_dataset
+from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.evaluate")
 
@@ -207,6 +208,7 @@ def evaluate(
     utterances = read_manifest(manifest, allow_outside_root=True)
     if limit > 0:
         utterances = utterances[:limit]
+    check_vocabulary(experiment.vocabulary, utterances, str(manifest), str(exp_dir))
     config = experiment.config
     if batch_size:
         config = config.override({"data.batch_size": batch_size})

@@ -42,6 +42,7 @@ from stenograph.pipeline.text import TextNormalizer, Vocabulary
 from . import experiment as exp_lib
 from .config import ExperimentConfig, TrainConfig, model_preset, parse_override
 from .model import build_model
+from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.train")
 
@@ -485,6 +486,18 @@ class TrainingRun:
             config.data.valid_manifest, config.data.max_valid_utterances
         )
         self.vocabulary = resolve_vocabulary(config, self.exp_dir, self.train_utterances)
+        # A resumed run or a given vocabulary may not cover this data: say so before
+        # any model is built (an error if most characters are unknown).
+        origin = (
+            self.exp_dir
+            if (self.exp_dir / exp_lib.VOCABULARY_FILE).is_file()
+            else (config.data.vocabulary or "the training transcripts")
+        )
+        for manifest, utterances in (
+            (config.data.train_manifest, self.train_utterances),
+            (config.data.valid_manifest, self.valid_utterances),
+        ):
+            check_vocabulary(self.vocabulary, utterances, manifest, str(origin))
 
         keras.mixed_precision.set_dtype_policy(config.train.precision)
         keras.utils.set_random_seed(config.train.seed)
