@@ -106,3 +106,107 @@ def test_isolated_nonfinite_batches_are_skipped_and_training_finishes(
         json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").read_text().splitlines()
     ]
     assert len(history) == 2
+
+
+# ---------------------------------------------------------------------------
+# Clear, early errors for mistakes a user makes (in-process `main`, as the console
+# script calls it; stderr is what the user reads).
+
+
+@pytest.fixture
+def run_main(capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture):
+    """Runs `stenograph.recipes.cli.main(argv)`; returns (exit code, everything it printed).
+
+    Log records are read from pytest's log capture, which takes the place of the
+    stderr handler `main` would install outside pytest.
+    """
+    from stenograph.recipes.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        caplog.clear()
+        code = main(argv)
+        captured = capfd.readouterr()
+        return code, captured.out + captured.err + caplog.text
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def untrained_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An experiment folder (tiny model, English alphabet) as `stenograph train` leaves it."""
+    from stenograph.pipeline.text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
+    from stenograph.recipes import experiment as exp_lib
+    from stenograph.recipes.config import ExperimentConfig, model_preset
+    from stenograph.recipes.model import build_model
+
+    exp_dir = tmp_path_factory.mktemp("exp") / "exp"
+    config = ExperimentConfig(model=model_preset("tiny"))
+    vocabulary = Vocabulary.from_alphabet(ENGLISH_ALPHABET, TextNormalizer())
+    model = build_model(config.model, config.features, len(vocabulary.tokens))
+    exp_lib.write_experiment_files(exp_dir, config, vocabulary, model)
+    exp_lib.save_best_weights(exp_dir, model, {"epoch": 0})
+    return exp_dir
+
+
+def test_wrong_paths_fail_with_one_clear_line(
+    tmp_path: Path, untrained_experiment: Path, run_main
+) -> None:
+    missing = tmp_path / "nowhere"
+    cases = [
+        (["train", "--train-manifest", f"{missing}.jsonl", "--exp-dir", str(tmp_path / "e")],
+         "manifest not found"),
+        (["evaluate", "--exp-dir", str(missing), "--manifest", f"{missing}.jsonl"],
+         "not an experiment folder"),
+        (["evaluate", "--exp-dir", str(untrained_experiment), "--manifest", f"{missing}.jsonl"],
+         "manifest not found"),
+        (["transcribe", str(missing), f"{missing}.wav"], "experiment folder"),
+        (["export", str(missing), str(tmp_path / "out")], "not an experiment folder"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        code, output = run_main(argv)
+        assert code == 1, (argv, output)
+        assert expected in output.lower(), (argv, output)
+        assert str(missing) in output, (argv, output)  # names what it could not find
+        assert "Traceback" not in output
+
+
+def test_incompatible_experiment_folder_is_refused_before_training(
+    tmp_path: Path, untrained_experiment: Path, corpus: HostileCorpus, run_main
+) -> None:
+    import shutil
+
+    exp_dir = tmp_path / "exp"
+    shutil.copytree(untrained_experiment, exp_dir)
+    argv = ["train", "--exp-dir", str(exp_dir), "--train-manifest", str(corpus.manifest),
+            "--preset", "tiny", "--set", "model.lstm_units=32"]  # fmt: skip
+    code, output = run_main(argv)
+    assert code == 1
+    assert "different configuration" in output and "model.lstm_units: 64 -> 32" in output
+    assert "Traceback" not in output
+    assert not (exp_dir / "checkpoints").exists()  # nothing was trained or written
+
+
+def test_vocabulary_mismatch_is_counted_or_refused(
+    tmp_path: Path, untrained_experiment: Path, corpus: HostileCorpus, run_main
+) -> None:
+    # The hostile corpus has one transcript with two characters outside the English
+    # alphabet: evaluation goes on, and the warning counts them.
+    report = tmp_path / "report.jsonl"
+    code, output = run_main(["evaluate", "--exp-dir", str(untrained_experiment), "--manifest",
+                          str(corpus.manifest), "--report", str(report)])  # fmt: skip
+    assert code == 0, output
+    assert "not in the vocabulary" in output and "'ö' x1" in output and "'語' x1" in output
+    assert "in 1 transcripts" in output
+    assert report.is_file()
+
+    # A manifest in another alphabet is a mistake: refused before any audio is read.
+    russian = corpus.root / "russian.jsonl"
+    lines = [json.dumps({"id": f"ru{i}", "audio_path": "audio/good-00.wav",
+                         "text": "привет мир"}) for i in range(3)]  # fmt: skip
+    russian.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, output = run_main(["evaluate", "--exp-dir", str(untrained_experiment), "--manifest",
+                          str(russian)])  # fmt: skip
+    assert code == 1
+    assert "Vocabulary mismatch: 27 of 27 characters (100.0%)" in output
+    assert "'и' x6" in output and str(russian) in output
+    assert "Traceback" not in output
