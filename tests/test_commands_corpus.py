@@ -96,6 +96,24 @@ def test_max_words_bounds_sentence_length():
         grammar.generate_sentences(10, max_words=2)
 
 
+def test_balanced_sentences_hear_every_word_more_often():
+    def word_counts(sentences):
+        return collections.Counter(w for s in sentences for w in s.text.split())
+
+    plain = grammar.generate_sentences(900, seed=0, max_words=6)
+    balanced = grammar.generate_sentences(900, seed=0, max_words=6, balance_words=True)
+    assert balanced == grammar.generate_sentences(900, seed=0, max_words=6, balance_words=True)
+    assert len({s.text for s in balanced}) == 900
+    plain_counts, balanced_counts = word_counts(plain), word_counts(balanced)
+    vocabulary = grammar.grammar_vocabulary()
+    assert set(balanced_counts) == vocabulary  # every word, even at six words a sentence
+    rare = sum(1 for w in vocabulary if balanced_counts[w] < 8)
+    assert rare < sum(1 for w in vocabulary if plain_counts[w] < 8) / 2
+    shares = collections.Counter(s.category for s in balanced)
+    assert set(shares) == set(grammar.CATEGORIES)
+    assert min(shares.values()) >= 0.1 * 900 - 1
+
+
 @pytest.mark.parametrize("count", [0, 20001])
 def test_generate_sentences_rejects_bad_counts(count):
     with pytest.raises(ValueError, match=f"num_sentences={count}"):
@@ -404,18 +422,19 @@ def test_generate_corpus_with_two_voices(tmp_path):
     out = tmp_path / "corpus"
     summary = generate.generate_corpus(
         out,
-        num_sentences=8,
+        num_sentences=10,
         voices=["espeak-ng/en-us+m1", "flite/awb"],
-        seed=4,
+        seed=3,
         dev_fraction=0.0,
         test_fraction=0.3,
+        balance_words=False,  # plain draws share words, so few sentences still split
         workers=1,
         progress=False,
     )
     assert summary["failures"] == []
     assert summary["voices_used"] == ["espeak-ng/en-us+m1", "flite/awb"]
     train, dev, test = (_read_jsonl(out / f"{s}.jsonl") for s in ("train", "dev", "test"))
-    assert dev == [] and len(train) + len(test) == 8 and len(test) >= 1
+    assert dev == [] and len(train) + len(test) == 10 and len(test) >= 1
     assert {u["speaker"] for u in train} == {"espeak-m1"}
     assert {u["speaker"] for u in test} == {"awb"}
     assert not {u["text"] for u in train} & {u["text"] for u in test}
@@ -438,7 +457,7 @@ def test_generate_corpus_with_two_voices(tmp_path):
     record = json.loads((out / "corpus.json").read_text())
     assert record["splits"]["test"]["speakers"] == ["awb"]
     assert "espeak-ng" in record["engine_versions"]
-    assert len(_read_jsonl(out / "renderings.jsonl")) == 8
+    assert len(_read_jsonl(out / "renderings.jsonl")) == 10
     with pytest.raises(FileExistsError, match="overwrite"):
         generate.generate_corpus(out, 8, voices=["flite/awb"], progress=False)
 

@@ -226,6 +226,7 @@ def plan_jobs(
     engine_weights: dict[str, float] | None = None,
     variety: VarietyConfig | None = None,
     max_words: int | None = None,
+    balance_words: bool = True,
 ) -> list[UtteranceJob]:
     """Plans every utterance of the corpus: sentence, split, voice and rendering.
 
@@ -240,6 +241,8 @@ def plan_jobs(
             `DEFAULT_ENGINE_WEIGHTS`.
         variety: Ranges of the rendering choices; default `VarietyConfig()`.
         max_words: Longest sentence in words (None: the grammar's own lengths).
+        balance_words: Pick sentences so every word is heard often (see
+            `grammar.generate_sentences`).
 
     Returns:
         The jobs, ids in order.
@@ -249,7 +252,7 @@ def plan_jobs(
     """
     variety = variety or VarietyConfig()
     engine_weights = engine_weights or DEFAULT_ENGINE_WEIGHTS
-    sentences = generate_sentences(num_sentences, seed=seed, max_words=max_words)
+    sentences = generate_sentences(num_sentences, seed, max_words, balance_words)
     by_split = split_sentences(sentences, seed, dev_fraction, test_fraction)
     rng = random.Random(seed + 1)
     jobs = []
@@ -453,6 +456,7 @@ def generate_corpus(
     engine_weights: dict[str, float] | None = None,
     variety: VarietyConfig | None = None,
     max_words: int | None = None,
+    balance_words: bool = True,
     workers: int = 2,
     chunk_size: int = 16,
     overwrite: bool = False,
@@ -472,6 +476,8 @@ def generate_corpus(
         engine_weights: Relative share of each engine.
         variety: Ranges of rate, pitch, formant warp, level and augmentation.
         max_words: Longest sentence in words (None: the grammar's own lengths).
+        balance_words: Pick sentences so every word is heard often; False keeps
+            the grammar's own word frequencies.
         workers: Parallel processes.
         chunk_size: Utterances per unit of parallel work.
         overwrite: Replace a corpus already in `out_dir`.
@@ -500,6 +506,7 @@ def generate_corpus(
         engine_weights,
         variety,
         max_words,
+        balance_words,
     )
     _clear_out_dir(out_dir)
     results = _run_jobs(jobs, str(out_dir), workers, chunk_size, progress)
@@ -521,6 +528,7 @@ def generate_corpus(
         "engine_weights": engine_weights or DEFAULT_ENGINE_WEIGHTS,
         "variety": asdict(variety),
         "max_words": max_words,
+        "balance_words": balance_words,
     }
     summary["engine_versions"] = engine_versions()
     summary["voices_used"] = sorted({job.voice.key for job in jobs})
@@ -573,6 +581,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--utterances-per-sentence", type=int, default=1)
     parser.add_argument(
         "--max-words", type=int, default=None, help="longest sentence in words (default: any)"
+    )
+    parser.add_argument(
+        "--balance-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pick sentences so every word is heard often (default: on)",
     )
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
@@ -636,6 +650,7 @@ def run(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             variety=variety,
             max_words=args.max_words,
+            balance_words=args.balance_words,
             workers=args.workers,
             overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,15 +68,17 @@ ROOMS = (
 )
 SWITCHABLE = ("lights", "fan", "heater", "radio", "television", "lamp", "air conditioner")
 OPENABLE = ("door", "window", "blinds", "curtains", "gate")
-MEDIA_ACTIONS = (
-    "play the next song",
-    "play the previous song",
-    "pause the music",
-    "resume the music",
-    "stop the music",
-    "volume up",
-    "volume down",
-    "mute the speaker",
+MEDIA_VERBS = ("play", "pause", "stop", "resume", "skip")
+MEDIA_THINGS = ("music", "radio", "song", "next song", "previous song", "podcast")
+SHORT_ACTIONS = (
+    "stop",
+    "turn left",
+    "turn right",
+    "go back",
+    "go home",
+    "turn around",
+    "slow down",
+    "speed up",
 )
 TIME_UNITS = ("seconds", "minutes", "hours")
 
@@ -187,15 +190,13 @@ def _movement(rng: random.Random) -> str:
         side = rng.choice(("left", "right", "up", "down"))
         return f"{rng.choice(('move', 'go', 'look'))} {side} {_small_number(rng, 2, 20)} steps"
     if form == 3:
-        return rng.choice(
-            ("stop", "go home", "turn around", "stop now", "go forward", "go back", "slow down")
-        )
-    first = f"go forward {_small_number(rng, 2, 20)} meters"
-    return f"{first} then turn {rng.choice(('left', 'right'))}"
+        return f"{rng.choice((*SHORT_ACTIONS, 'go forward'))}{rng.choice(('', ' now'))}"
+    first = rng.choice((*SHORT_ACTIONS, f"go forward {_small_number(rng, 2, 20)} meters"))
+    return f"{first} then {rng.choice(SHORT_ACTIONS)}"
 
 
 def _devices(rng: random.Random) -> str:
-    form = rng.randrange(7)
+    form = rng.randrange(8)
     room = rng.choice(ROOMS)
     if form == 0:
         state = rng.choice(("on", "off"))
@@ -205,17 +206,35 @@ def _devices(rng: random.Random) -> str:
         amount = rng.randint(2, 59) if unit != "hours" else rng.randint(2, 12)
         return f"set a timer for {number_words(amount)} {unit}"
     if form == 2:
-        return f"set the {room} temperature to {_small_number(rng, 15, 30)} degrees"
+        place = rng.choice(("", f"{room} "))
+        return f"set the {place}temperature to {_small_number(rng, 15, 30)} degrees"
     if form == 3:
-        return f"dim the {room} lights to {number_words(rng.randrange(10, 100, 10))} percent"
+        level = number_words(rng.randrange(10, 100, 10))
+        return rng.choice(
+            (
+                f"dim the {room} lights",
+                f"dim the lights to {level} percent",
+                f"dim the {room} lights to {level} percent",
+            )
+        )
     if form == 4:
         verb = rng.choice(("open", "close", "lock", "unlock"))
         return f"{verb} the {room} {rng.choice(OPENABLE)}"
-    if form == 5:
-        return rng.choice(MEDIA_ACTIONS)
+    if form in (5, 7):
+        return _media(rng, room)
     hour = number_words(rng.randint(1, 12))
     minute = rng.choice(("", " fifteen", " thirty", " forty five", " o'clock"))
     return f"wake me up at {hour}{minute}"
+
+
+def _media(rng: random.Random, room: str) -> str:
+    form = rng.randrange(3)
+    if form == 0:
+        place = rng.choice(("", f"{room} "))
+        return f"{rng.choice(MEDIA_VERBS)} the {place}{rng.choice(MEDIA_THINGS)}"
+    if form == 1:
+        return f"volume {rng.choice(('up', 'down'))}{rng.choice(('', f' in the {room}'))}"
+    return f"{rng.choice(('mute', 'unmute'))} the {room} speaker"
 
 
 _GENERATORS: dict[str, Callable[[random.Random], str]] = {
@@ -228,19 +247,36 @@ _GENERATORS: dict[str, Callable[[random.Random], str]] = {
 }
 
 
+# With balance_words: candidates drawn per category for each sentence, and the
+# share below which a category supplies the next sentence by itself.
+BALANCE_CANDIDATES = 4
+MIN_CATEGORY_SHARE = 0.1
+
+
 def generate_sentences(
-    num_sentences: int, seed: int = 0, max_words: int | None = None
+    num_sentences: int,
+    seed: int = 0,
+    max_words: int | None = None,
+    balance_words: bool = False,
 ) -> list[Sentence]:
     """Draws distinct sentences from the grammar, taking the categories in turn.
 
-    The result depends only on `num_sentences` and `seed`. Categories take turns,
-    so they hold equal shares until a small one (devices holds under a thousand
-    distinct sentences) runs out; the others then fill the remainder.
+    The result depends only on the arguments. Categories take turns, so they hold
+    equal shares until a small one (devices holds under a thousand distinct
+    sentences) runs out; the others then fill the remainder.
+
+    Plain draws follow the grammar's own word frequencies, in which words of big
+    categories (digits) are common and words of small forms ("nineteen",
+    "heater") rare: fine for thousands of sentences, thin for a few hundred. With
+    `balance_words`, each sentence is the one, among `BALANCE_CANDIDATES` drawn from
+    every category, whose words have been used least so far (no category falling
+    below `MIN_CATEGORY_SHARE`), so a small corpus hears every word several times.
 
     Args:
         num_sentences: How many distinct sentences to return (at most 20,000).
         seed: Seed of the random generator.
         max_words: If set, only sentences of at most this many words (at least 3).
+        balance_words: Prefer sentences with the rarest words so far.
 
     Returns:
         `num_sentences` distinct sentences in generation order.
@@ -262,6 +298,8 @@ def generate_sentences(
     sentences: list[Sentence] = []
     open_categories = list(CATEGORIES)
     turn = 0
+    if balance_words:
+        return _balanced_sentences(num_sentences, generators, rng)
     while len(sentences) < num_sentences:
         category = open_categories[turn % len(open_categories)]
         text = _draw_new(generators[category], rng, seen)
@@ -271,6 +309,45 @@ def generate_sentences(
         turn += 1
         seen.add(text)
         sentences.append(Sentence(text=text, category=category))
+    return sentences
+
+
+def _balanced_sentences(
+    num_sentences: int, generators: dict[str, Callable[[random.Random], str]], rng: random.Random
+) -> list[Sentence]:
+    """Picks each sentence among candidates of every category by the rarity of its words.
+
+    A category whose share falls below `MIN_CATEGORY_SHARE` supplies the next
+    sentence by itself, so digits and numbers, whose words are everywhere, stay in.
+    """
+    seen: set[str] = set()
+    sentences: list[Sentence] = []
+    per_category: collections.Counter[str] = collections.Counter()
+    word_counts: collections.Counter[str] = collections.Counter()
+    open_categories = list(CATEGORIES)
+
+    def rarity(sentence: Sentence) -> float:
+        words = sentence.text.split()
+        return sum(1.0 / (1.0 + word_counts[w]) for w in words) / len(words)
+
+    while len(sentences) < num_sentences:
+        floor = MIN_CATEGORY_SHARE * len(sentences)
+        starved = [c for c in open_categories if per_category[c] < floor]
+        candidates = []
+        for category in starved[:1] or list(open_categories):
+            for _ in range(BALANCE_CANDIDATES):
+                text = _draw_new(generators[category], rng, seen)
+                if text is None:
+                    open_categories.remove(category)
+                    break
+                candidates.append(Sentence(text=text, category=category))
+        if not candidates:
+            continue
+        best = max(candidates, key=rarity)
+        seen.add(best.text)
+        per_category[best.category] += 1
+        word_counts.update(best.text.split())
+        sentences.append(best)
     return sentences
 
 
@@ -304,13 +381,15 @@ def grammar_vocabulary() -> set[str]:
     words: set[str] = set(DIGITS) | set(TEENS) | {w for w in TENS if w}
     words |= {"hundred", "thousand", "and", "of", "then", "the", "to", "for", "at", "a"}
     words |= set(RANKS) | set(SUITS) | set(POSITION_ROWS) | set(POSITION_COLUMNS)
-    for phrase in (*POSITION_PREFIXES, *ROOMS, *SWITCHABLE, *OPENABLE, *MEDIA_ACTIONS):
+    for phrase in (*POSITION_PREFIXES, *ROOMS, *SWITCHABLE, *OPENABLE, *SHORT_ACTIONS):
+        words |= set(phrase.split())
+    for phrase in (*MEDIA_VERBS, *MEDIA_THINGS, "volume up down in mute unmute speaker"):
         words |= set(phrase.split())
     words |= set(TIME_UNITS)
     words |= {"channel", "room", "page", "line", "track", "gate", "level"}
     words |= {"go", "move", "drive", "forward", "backward", "back", "ahead", "turn"}
     words |= {"meters", "steps", "feet", "centimeters", "degrees", "up", "down", "look"}
-    words |= {"stop", "home", "around", "now", "slow", "on", "off", "set", "timer"}
+    words |= {"stop", "home", "around", "now", "slow", "speed", "on", "off", "set", "timer"}
     words |= {"temperature", "dim", "lights", "percent", "open", "close", "lock", "unlock"}
     words |= {"wake", "me", "o'clock"}
     return words
