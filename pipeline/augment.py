@@ -56,7 +56,7 @@ class AugmentConfig:
     time_mask_ratio: float = 0.2
 
     def __post_init__(self) -> None:
-        _check_range("speed_range", self.speed_range, minimum=1e-3)
+        _check_range("speed_range", self.speed_range, minimum=0.5)
         _check_range("snr_range", self.snr_range)
         _check_range("gain_db_range", self.gain_db_range)
         for name in ("speed_probability", "noise_probability", "time_mask_ratio"):
@@ -139,12 +139,13 @@ def speed_perturb(
     so speeding up does not alias. The factor is rounded to ``p / q`` with
     ``q = SPEED_RESOLUTION``; output ``j = m q + r`` then reads inputs from ``m p`` on
     with a kernel that depends only on the phase ``r``, so the whole resampling is
-    a strided framing and one small matmul with a ``[p + 2W - 1, q]`` kernel (no
-    per-tap gathers or trigonometry).
+    a reshape into rows of ``p`` samples and one small matmul with a
+    ``[p + 2W - 1, q]`` kernel (no per-tap gathers or trigonometry).
 
     Args:
         waveform: float32 [S].
-        factor: Scalar speed factor > 0.
+        factor: Scalar speed factor; values below ``(2 * half_width - 1) / 100``
+            (0.31 by default) are raised to it.
         half_width: Sinc taps on each side of the interpolation point.
         rolloff: Cut-off as a fraction of the (lower) Nyquist frequency.
 
@@ -153,16 +154,19 @@ def speed_perturb(
     """
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     q = SPEED_RESOLUTION
-    p = tf.maximum(tf.cast(tf.round(tf.cast(factor, tf.float64) * q), tf.int32), 1)
+    # p >= 2W - 1 keeps each window within two rows of p samples (factor >= 0.31).
+    p = tf.cast(tf.round(tf.cast(factor, tf.float64) * q), tf.int32)
+    p = tf.maximum(p, 2 * half_width - 1)
     num_in = tf.shape(waveform)[0]
     num_out = (num_in * q + p - 1) // p  # ceil(S / factor)
     blocks = (num_out + q - 1) // q  # M output blocks of q samples
-    kernel_length = p + 2 * half_width - 1
-    # Input tap of output (m, r), kernel position t: m p + t - (W - 1).
-    right = tf.maximum((blocks - 1) * p + kernel_length - (num_in + half_width - 1), 0)
-    padded = tf.pad(waveform, [[half_width - 1, right]])  # [S + W - 1 + right]
-    kernel = _polyphase_kernel(p, half_width, rolloff)  # [L, q]
-    windows = tf.signal.frame(padded, kernel_length, p)[:blocks]  # [M, L], im2col by stride p
+    # Input tap of output (m, r), kernel position t: m p + t - (W - 1). Rows of p
+    # samples side by side give every window [m p, m p + p + 2W - 1) without a gather.
+    total = (blocks + 1) * p
+    padded = tf.pad(waveform, [[half_width - 1, tf.maximum(total - num_in - half_width + 1, 0)]])
+    rows = tf.reshape(padded[:total], tf.stack([blocks + 1, p]))  # [M + 1, p]
+    windows = tf.concat([rows[:-1], rows[1:, : 2 * half_width - 1]], axis=1)  # [M, p + 2W - 1]
+    kernel = _polyphase_kernel(p, half_width, rolloff)  # [p + 2W - 1, q]
     out = tf.matmul(windows, kernel)  # [M, q]
     return tf.reshape(out, [-1])[:num_out]  # [M q] -> [S']
 

@@ -212,3 +212,15 @@ def test_generated_noise_bank_is_seeded_and_mixes_at_the_snr(rng):
     for s in range(4):
         noisy = add_noise(clean, bank.sample(SR, seed(s)), tf.constant(12.0)).numpy()
         assert abs(snr_db(clean, noisy) - 12.0) < 0.5
+
+
+@pytest.mark.parametrize("factor,up,down", [(1.1, 10, 11), (0.9, 10, 9)])
+def test_speed_matches_a_polyphase_reference_in_the_passband(factor, up, down):
+    from scipy.signal import resample_poly
+
+    x = tone(523.0) + tone(2750.0, amplitude=0.2)
+    ours = speed_perturb(x, tf.constant(factor)).numpy()
+    reference = resample_poly(x.astype(np.float64), up, down)
+    n = min(ours.size, reference.size)
+    interior = slice(200, n - 200)
+    assert np.abs(ours[interior] - reference[interior]).max() < 5e-3
