@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from stenograph.layers import ctc_greedy_decode
+from stenograph.pipeline import dataset as data_lib
+from stenograph.pipeline.errors import Problem, log_problems
 from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import Vocabulary
 
@@ -205,7 +207,9 @@ def evaluate(
         The `EvaluationSummary` (also written as JSON).
     """
     experiment = load_experiment(exp_dir, weights=weights)
-    utterances = read_manifest(manifest, allow_outside_root=True)
+    bad_lines: list[Problem] = []
+    utterances = read_manifest(manifest, allow_outside_root=True, on_problem=bad_lines.append)
+    log_problems(bad_lines)
     if limit > 0:
         utterances = utterances[:limit]
     check_vocabulary(experiment.vocabulary, utterances, str(manifest), str(exp_dir))
@@ -220,7 +224,8 @@ def evaluate(
     batch_decoder = make_batch_decoder(
         decoder, experiment.vocabulary, beam_width, lm_path, alpha, beta
     )
-    dataset = make_dataset(utterances, experiment.vocabulary, config, training=False)
+    drops = data_lib.DropReport()
+    dataset = make_dataset(utterances, experiment.vocabulary, config, training=False, report=drops)
     references = {u.id: experiment.vocabulary.normalize(u.text) for u in utterances}
     results = [
         score_utterance(name, references[name], hypothesis)
@@ -236,7 +241,10 @@ def evaluate(
             len(utterances),
         )
     summary = summarize(results, str(manifest), decoder, skipped, str(report_path))
-    write_report(report_path, results, summary, _missing(utterances, results))
+    reasons = [
+        {"line": p.line, "id": p.item_id, "kind": p.kind, "reason": p.message} for p in bad_lines
+    ] + [{"id": p.item_id, "kind": p.kind, "reason": p.message} for p in drops.problems]
+    write_report(report_path, results, summary, _missing(utterances, results), reasons)
     return summary
 
 
@@ -246,12 +254,24 @@ def _missing(utterances: Iterable[Utterance], results: list[UtteranceResult]) ->
 
 
 def write_report(
-    path: Path, results: list[UtteranceResult], summary: EvaluationSummary, skipped_ids: list[str]
+    path: Path,
+    results: list[UtteranceResult],
+    summary: EvaluationSummary,
+    skipped_ids: list[str],
+    skipped_reasons: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Writes the JSON-lines report and `<report>.summary.json` atomically."""
+    """Writes the JSON-lines report and `<report>.summary.json` atomically.
+
+    The summary lists the skipped utterance ids and, when given, why each manifest
+    line or utterance was skipped.
+    """
     lines = [json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in results]
     atomic_write_text(path, "".join(lines))
-    summary_dict = {**asdict(summary), "skipped_ids": skipped_ids}
+    summary_dict = {
+        **asdict(summary),
+        "skipped_ids": skipped_ids,
+        "skipped": skipped_reasons or [],
+    }
     atomic_write_text(
         summary_path(path), json.dumps(summary_dict, indent=2, default=_json_float) + "\n"
     )

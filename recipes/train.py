@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tensorflow.core.framework import summary_pb2
 
 from stenograph.layers import ctc_greedy_decode, ctc_loss
 from stenograph.pipeline import dataset as data_lib
+from stenograph.pipeline.errors import Problem
 from stenograph.pipeline.features import compute_global_stats
 from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
@@ -45,6 +47,9 @@ from .model import build_model
 from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.train")
+
+# In the experiment folder: every manifest line and utterance training left out, and why.
+DATA_REPORT_FILE = "data_report.jsonl"
 
 # Settings that may change between a run and its resumption (they only say how
 # long to train or how to report); anything else must match the saved config.
@@ -288,11 +293,13 @@ def _warn_nonfinite(utterance_ids: tf.Tensor) -> None:
 # Data.
 
 
-def load_utterances(path: str, limit: int = 0) -> list[Utterance]:
+def load_utterances(
+    path: str, limit: int = 0, on_problem: Callable[[Problem], None] | None = None
+) -> list[Utterance]:
     """Reads a manifest (bad lines are reported and skipped); keeps the first `limit`."""
     if not path:
         return []
-    utterances = read_manifest(path, allow_outside_root=True)
+    utterances = read_manifest(path, allow_outside_root=True, on_problem=on_problem)
     return utterances[:limit] if limit > 0 else utterances
 
 
@@ -330,14 +337,19 @@ def make_dataset(
     config: ExperimentConfig,
     training: bool,
     seed: int = 0,
+    report: data_lib.DropReport | None = None,
 ) -> tf.data.Dataset:
-    """A dataset of `Batch`es; in training its first pass has a fixed order per seed."""
+    """A dataset of `Batch`es; in training its first pass has a fixed order per seed.
+
+    Dropped utterances go to `report` (one is made per dataset when None).
+    """
     return data_lib.make_dataset(
         utterances,
         vocabulary,
         config.features,
         dataset_config(config, training, seed),
         training=training,
+        report=report,
     )
 
 
@@ -474,8 +486,12 @@ class TrainingRun:
         if saved_config.is_file():
             check_resumable(ExperimentConfig.load(saved_config), config)
 
+        # Every manifest line and utterance left out, with its reason, in one report.
+        self.data_report = data_lib.DropReport(
+            self.exp_dir / DATA_REPORT_FILE if self.is_chief else None
+        )
         self.train_utterances = load_utterances(
-            config.data.train_manifest, config.data.max_train_utterances
+            config.data.train_manifest, config.data.max_train_utterances, self._manifest_problem
         )
         if not self.train_utterances:
             raise ValueError(
@@ -483,7 +499,7 @@ class TrainingRun:
                 f"{config.data.train_manifest!r}"
             )
         self.valid_utterances = load_utterances(
-            config.data.valid_manifest, config.data.max_valid_utterances
+            config.data.valid_manifest, config.data.max_valid_utterances, self._manifest_problem
         )
         self.vocabulary = resolve_vocabulary(config, self.exp_dir, self.train_utterances)
         # A resumed run or a given vocabulary may not cover this data: say so before
@@ -529,12 +545,19 @@ class TrainingRun:
                 exp_lib.write_experiment_files(self.exp_dir, config, self.vocabulary, self.model)
         self.forward = make_forward(self.model)
 
+    def _manifest_problem(self, problem: Problem) -> None:
+        # A line without a usable id still needs its own key in the report.
+        key = problem.item_id or f"{problem.source}:{problem.line}"
+        self.data_report.add(dataclasses.replace(problem, item_id=key))
+
     def _initialise_normalizer(self) -> None:
         if self.config.model.normalization != "global":
             return
         # Statistics from (up to) 200 batches of training features; the layer keeps
         # them as weights so checkpoints, exports and evaluation carry them.
-        dataset = make_dataset(self.train_utterances, self.vocabulary, self.config, False)
+        dataset = make_dataset(
+            self.train_utterances, self.vocabulary, self.config, False, report=self.data_report
+        )
         mean, std = compute_global_stats(dataset.take(200))
         self.model.get_layer("normalizer").set_statistics(mean, std)
 
@@ -544,7 +567,9 @@ class TrainingRun:
         """This worker's batches for `epoch`, after skipping the `skip` already trained."""
         seed = self.config.train.seed + epoch
         if self.num_workers == 1 and self.strategy.num_replicas_in_sync == 1:
-            dataset = make_dataset(self.train_utterances, self.vocabulary, self.config, True, seed)
+            dataset = make_dataset(
+                self.train_utterances, self.vocabulary, self.config, True, seed, self.data_report
+            )
             return dataset.skip(skip)
 
         shard = shard_utterances(self.train_utterances, self.worker_index, self.num_workers)
@@ -560,7 +585,7 @@ class TrainingRun:
             )
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            local = make_dataset(shard, self.vocabulary, self.config, True, seed)
+            local = make_dataset(shard, self.vocabulary, self.config, True, seed, self.data_report)
             return local.repeat().take(steps).skip(skip)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
@@ -654,7 +679,13 @@ class TrainingRun:
         if self.valid_utterances:
             result = validate(
                 self.forward,
-                make_dataset(self.valid_utterances, self.vocabulary, self.config, False),
+                make_dataset(
+                    self.valid_utterances,
+                    self.vocabulary,
+                    self.config,
+                    False,
+                    report=self.data_report,
+                ),
                 self.vocabulary,
             )
             record.update(result.as_dict())
@@ -668,6 +699,7 @@ class TrainingRun:
                 result.utterances,
             )
             self._track_best(record, getattr(result, train.monitor))
+        self._log_data_counts(state.epoch + 1)
         if complete:
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -676,6 +708,17 @@ class TrainingRun:
         if train.patience and state.epochs_without_improvement >= train.patience:
             self._finish(f"no improvement of val_{train.monitor} for {train.patience} epochs")
         self.checkpoint()
+
+    def _log_data_counts(self, epoch: int) -> None:
+        where = f"; one line each in {self.data_report.path}" if self.data_report.path else ""
+        _log.info(
+            "epoch %d data: %d training and %d validation utterances read; %s%s",
+            epoch,
+            len(self.train_utterances),
+            len(self.valid_utterances),
+            self.data_report.summary(),
+            where if len(self.data_report) else "",
+        )
 
     def _track_best(self, record: dict[str, Any], value: float) -> None:
         state = self.state
