@@ -17,6 +17,7 @@ without a warning.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
@@ -49,6 +50,7 @@ Backend = Literal["soundfile", "tfio"]
 # Formats whose header frame count is an estimate (MP3's Xing/LAME header, or none).
 _INEXACT_LENGTH_FORMATS = frozenset({"MP3", "MPEG"})
 _INEXACT_LENGTH_TOLERANCE = 0.02
+logger = logging.getLogger("stenograph.pipeline")
 _MAX_POLYPHASE_ENTRIES = 2**24
 
 
@@ -282,18 +284,20 @@ def _check_length(path: str, info: AudioInfo, decoded: int, expected: int) -> No
         )
 
 
-def _read_tfio(path: str, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+def _read_tfio(path: str, offset: float, duration: float | None) -> tuple[np.ndarray, int] | None:
+    """Decodes with tensorflow-io; returns None when tfio cannot (soundfile then decides)."""
     info = audio_info(path)  # the same checks, and a rate/length tfio reads lazily
     start, stop = _frame_range_for(path, offset, duration, info)
-    tfio = load_tfio()
     try:
-        tensor = tfio.audio.AudioIOTensor(path)
+        tensor = load_tfio().audio.AudioIOTensor(path)
         chunk = tensor[start:stop].numpy()  # [frames, channels], reads only this range
+        rate = int(tensor.rate.numpy())
     except Exception as e:  # noqa: BLE001 - tfio raises many unrelated types on bad files
-        raise AudioDecodeError(f"tensorflow-io cannot decode audio file {path!r}: {e}") from None
+        logger.debug("tensorflow-io cannot decode %r (%s); using soundfile", path, e)
+        return None
     samples = _int_to_float(chunk)
     _check_length(path, info, len(samples), stop - start)
-    return samples, int(tensor.rate.numpy())
+    return samples, rate
 
 
 def _int_to_float(samples: np.ndarray) -> np.ndarray:
@@ -330,8 +334,8 @@ def load_audio(
         duration: Length of the stretch in seconds (clipped to the end of the file),
             or None for the rest of the file. Only the needed frames are read.
         backend: ``"soundfile"`` (libsndfile, the fast default) or ``"tfio"``
-            (tensorflow-io; used only where its compiled ops load, otherwise this
-            falls back to soundfile silently).
+            (tensorflow-io; used only where its compiled ops load and it can decode
+            the file, otherwise this falls back to soundfile silently).
 
     Returns:
         ``[frames]`` float32 in [-1, 1].
@@ -344,10 +348,10 @@ def load_audio(
     """
     _validate_request(sample_rate, offset, duration, backend)
     path = os.fspath(path)
+    decoded = None
     if backend == "tfio" and tfio_ops_available():
-        samples, rate = _read_tfio(path, offset, duration)
-    else:
-        samples, rate = _read_soundfile(path, offset, duration)
+        decoded = _read_tfio(path, offset, duration)
+    samples, rate = decoded or _read_soundfile(path, offset, duration)
     mono = to_mono(samples)
     _check_finite(mono, path)
     return resample(mono, rate, sample_rate)

@@ -221,15 +221,50 @@ def test_wav_header_parser():
 # ----- tensorflow-io backend ---------------------------------------------------------
 
 
-def test_tfio_backend_matches_soundfile_or_falls_back_silently(tmp_path):
-    sf.write(tmp_path / "a.flac", tone(44100, 0.5, 2), 44100, subtype="PCM_16")
-    sf.write(tmp_path / "b.wav", tone(16000, 0.5), 16000, subtype="PCM_16")
+@pytest.mark.parametrize(
+    ("name", "rate", "channels", "subtype"),
+    [
+        ("a.flac", 44100, 2, "PCM_16"),
+        ("b.flac", 16000, 1, "PCM_24"),
+        ("c.wav", 16000, 1, "PCM_16"),
+        ("d.wav", 22050, 1, "PCM_U8"),
+        ("e.wav", 16000, 2, "FLOAT"),
+        ("f.ogg", 16000, 1, None),
+        ("g.mp3", 16000, 1, None),
+    ],
+)
+def test_tfio_backend_matches_soundfile_or_falls_back_silently(
+    tmp_path, name, rate, channels, subtype
+):
+    sf.write(
+        tmp_path / name,
+        tone(rate, 0.5, channels),
+        rate,
+        **({"subtype": subtype} if subtype else {}),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning from the tfio path fails the test
-        for name in ("a.flac", "b.wav"):
-            reference = load_audio(tmp_path / name, offset=0.1, duration=0.3)
-            via_tfio = load_audio(tmp_path / name, offset=0.1, duration=0.3, backend="tfio")
-            np.testing.assert_allclose(via_tfio, reference, atol=1e-6)
+        reference = load_audio(tmp_path / name, offset=0.1, duration=0.3)
+        via_tfio = load_audio(tmp_path / name, offset=0.1, duration=0.3, backend="tfio")
+    np.testing.assert_allclose(via_tfio, reference, atol=1e-6)
+
+
+def test_tfio_failure_on_a_file_falls_back_to_soundfile(tmp_path, monkeypatch):
+    class FailingTfio:
+        class audio:  # noqa: N801 - mimics the module attribute
+            @staticmethod
+            def AudioIOTensor(path):  # noqa: N802
+                raise RuntimeError("tfio cannot read this")
+
+    monkeypatch.setattr(audio_module, "tfio_ops_available", lambda: True)
+    monkeypatch.setattr(audio_module, "load_tfio", lambda: FailingTfio)
+    sf.write(tmp_path / "a.wav", tone(16000, 0.2), 16000)
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "a.wav", backend="tfio"), load_audio(tmp_path / "a.wav")
+    )
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(AudioDecodeError, match="bad.wav"):
+        load_audio(tmp_path / "bad.wav", backend="tfio")
 
 
 def test_tfio_availability_matches_tensorflow_version():
