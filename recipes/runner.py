@@ -211,11 +211,12 @@ def recipe_stages(
 
     def import_stage() -> None:
         splits = recipe.import_splits(args)
-        missing = [s for s in [*recipe.train_splits, recipe.valid_split] if s not in splits]
-        if missing:
+        has_train = any(s in splits for s in recipe.train_splits)
+        if not has_train or recipe.valid_split not in splits:
             raise ValueError(
-                f"Recipe {recipe.name}: the corpus has no {missing} split(s); found "
-                f"{sorted(splits)}. Received: corpus={getattr(args, 'corpus', None)}"
+                f"Recipe {recipe.name} needs a training split (one of {recipe.train_splits}) "
+                f"and the {recipe.valid_split!r} split; the corpus has {sorted(splits)}. "
+                f"Received: corpus={getattr(args, 'corpus', None)}"
             )
         for split, utterances in splits.items():
             write_manifest(paths.raw(split), utterances, relative_paths=False)

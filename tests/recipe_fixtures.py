@@ -111,13 +111,13 @@ def write_ljspeech(root: Path, texts: list[str]) -> Path:
     return corpus
 
 
-def write_commonvoice(root: Path, splits: dict[str, list[str]], audio_format: str = "wav") -> Path:
+def write_commonvoice(root: Path, splits: dict[str, list[str]], audio_format: str = "mp3") -> Path:
     """`<root>/<split>.tsv` (client_id, path, sentence, ...) + `clips/<name>`."""
     for split, texts in splits.items():
         rows = []
         for i, text in enumerate(texts):
             name = f"common_voice_en_{split}_{i:05d}.{audio_format}"
-            write_audio(root / "clips" / name, text, seed=i)
+            write_audio(root / "clips" / name, text, seed=i, fmt=audio_format.upper())
             rows.append(
                 {
                     "client_id": f"speaker{i % 3}",

@@ -1,0 +1,1 @@
+"""Common Voice recipe (see README.md)."""

@@ -1,0 +1,1 @@
+"""LibriSpeech recipe (see README.md)."""

@@ -1,0 +1,1 @@
+"""LJSpeech recipe (see README.md)."""

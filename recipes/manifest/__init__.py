@@ -1,0 +1,1 @@
+"""Recipe for any JSON-lines or CSV manifest (see README.md)."""
