@@ -156,7 +156,7 @@ class BiLSTMStack(keras.layers.Layer):
         backward = self.backward_layers[index](
             reversed_x, sequence_lengths=lengths, training=training
         )  # [B, T, H] in reversed order
-        backward = tf.reverse_sequence(backward, lengths, seq_axis=1, batch_axis=0)
+        backward = tf.reverse_sequence(backward, lengths, seq_axis=1, batch_axis=0)  # [B, T, H]
         merged = merge_directions(forward, backward, self.merge_mode)  # [B, T, 2H] or [B, T, H]
         return tf.where(valid, merged, tf.zeros_like(merged))  # zeros on padding, as Keras
 

@@ -135,7 +135,8 @@ def canonical_to_params(weights, biases):
     Returns:
         1-D tensor of size ``4H(I + H + 2)``.
     """
-    return tf.concat([tf.reshape(w, [-1]) for w in weights] + list(biases), axis=0)
+    flat = [tf.reshape(w, [-1]) for w in weights]  # 4 x [H*I] then 4 x [H*H], row-major
+    return tf.concat(flat + list(biases), axis=0)  # [4H(I + H + 2)]
 
 
 def keras_to_cudnn_params(kernel, recurrent_kernel, bias):
@@ -175,10 +176,14 @@ def cudnn_params_to_keras(params, input_size, units):
     sizes = [units * input_size] * 4 + [units * units] * 4 + [units] * 8
     parts = tf.split(params, sizes)
     kernel = tf.concat(
-        [tf.transpose(tf.reshape(p, [units, input_size])) for p in parts[:4]], axis=1
+        # each part [H*I] -> [H, I] -> [I, H]
+        [tf.transpose(tf.reshape(p, [units, input_size])) for p in parts[:4]],
+        axis=1,
     )  # [I, 4H]
     recurrent = tf.concat(
-        [tf.transpose(tf.reshape(p, [units, units])) for p in parts[4:8]], axis=1
+        # each part [H*H] -> [H, H], transposed
+        [tf.transpose(tf.reshape(p, [units, units])) for p in parts[4:8]],
+        axis=1,
     )  # [H, 4H]
     bias = tf.concat(parts[8:12], axis=0) + tf.concat(parts[12:16], axis=0)  # [4H]
     return kernel, recurrent, bias
@@ -253,8 +258,8 @@ def cudnn_lstm(
     h, c = h[:, 0, :], c[:, 0, :]  # [B, H]
     valid = tf.sequence_mask(lengths, steps)[:, :, None]  # [B, T, 1]
     if go_backwards:
-        outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
-        outputs = tf.reverse(outputs, [1])  # padding first, as Keras processes it
+        outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)  # [B, T, H]
+        outputs = tf.reverse(outputs, [1])  # [B, T, H], padding first as Keras processes it
     else:
         outputs = tf.where(valid, outputs, h[:, None, :])  # repeat last output
     return outputs, h, c

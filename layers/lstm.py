@@ -701,8 +701,8 @@ class LSTM(keras.layers.Layer):
         if mask is not None:
             mask = tf.transpose(mask)[:, :, None]  # [T, B, 1]
         if self.go_backwards:
-            x = tf.reverse(x, [0])
-            mask = tf.reverse(mask, [0]) if mask is not None else None
+            x = tf.reverse(x, [0])  # [T, B, I], last step first
+            mask = tf.reverse(mask, [0]) if mask is not None else None  # [T, B, 1]
         xp = self._project(x, kernel, bias)  # [T, B, 4H]
 
         rd_mask = None
