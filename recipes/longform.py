@@ -17,6 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from stenograph.pipeline.audio import AudioDecodeError, audio_info, frame_range
+
 from .outputs import WordTiming
 
 
@@ -101,10 +103,21 @@ def select_words(
     return [w for w in words if start <= (w.start + w.end) / 2 < end]
 
 
-def _mono(block: np.ndarray) -> np.ndarray:
-    """Mixes [frames, channels] down to [frames] and zeroes NaN/inf samples."""
-    mono = block.mean(axis=1) if block.ndim == 2 else block  # [frames]
-    return np.nan_to_num(mono.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+# MP3 headers give only an estimate of the length (as in `pipeline.audio`).
+_INEXACT_LENGTH_FORMATS = frozenset({"MP3", "MPEG"})
+_INEXACT_LENGTH_TOLERANCE = 0.02
+
+
+def _mono(block: np.ndarray, path: str, position: int, rate: int) -> np.ndarray:
+    """Mixes [frames, channels] down to [frames]; refuses NaN/inf as `load_audio` does."""
+    mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]  # [frames]
+    if not np.isfinite(mono).all():
+        bad = int(np.count_nonzero(~np.isfinite(mono)))
+        raise AudioDecodeError(
+            f"audio file contains {bad} non-finite samples (NaN or infinity) "
+            f"after {position / rate:.1f} s: {path!r}"
+        )
+    return mono.astype(np.float32, copy=False)
 
 
 def iter_resampled_blocks(
@@ -116,6 +129,12 @@ def iter_resampled_blocks(
 ) -> Iterator[np.ndarray]:
     """Yields a file's audio as float32 mono blocks at `sample_rate`, reading it in blocks.
 
+    The checks match `pipeline.audio.load_audio`: the header is checked first
+    (missing, folder, empty, not audio, WAV header promising more data than the
+    file holds), then every block (decode errors, NaN/inf samples), and at the end
+    the decoded length against the header's (truncated files). A problem found
+    mid-file raises after the earlier blocks were yielded.
+
     Args:
         path: Audio file in any format libsndfile reads.
         sample_rate: Output rate.
@@ -124,31 +143,45 @@ def iter_resampled_blocks(
         duration: Seconds to read after `offset` (None reads to the end).
 
     Raises:
-        sf.LibsndfileError: If libsndfile cannot open or decode the file (including
-            mid-file, e.g. a truncated FLAC).
+        AudioDecodeError: Naming the file and the problem.
     """
+    info = audio_info(path)
+    start, stop = frame_range(offset, duration, info.sample_rate, info.frames)
     with sf.SoundFile(path) as sound:
-        source_rate = sound.samplerate
-        if offset > 0:
-            sound.seek(int(round(offset * source_rate)))
-        remaining = None if duration is None else int(round(duration * source_rate))
-        block_frames = max(1, int(block_seconds * source_rate))
         resampler = None
-        if source_rate != sample_rate:
-            resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32")
-        while True:
-            wanted = block_frames if remaining is None else min(block_frames, remaining)
-            block = sound.read(wanted, dtype="float32", always_2d=True)  # [frames, channels]
-            if remaining is not None:
-                remaining -= len(block)
-            last = len(block) < block_frames or remaining == 0
-            mono = _mono(block)
-            if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last)
-            if len(mono):
-                yield mono
-            if last:
-                return
+        if info.sample_rate != sample_rate:
+            resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32")
+        block_frames = max(1, int(block_seconds * info.sample_rate))
+        position = start
+        try:
+            if start:
+                sound.seek(start)
+            while True:
+                wanted = min(block_frames, stop - position)
+                block = sound.read(wanted, dtype="float32", always_2d=True)  # [frames, ch]
+                last = len(block) < block_frames or position + len(block) >= stop
+                mono = _mono(block, path, position, info.sample_rate)
+                position += len(block)
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                if len(mono):
+                    yield mono
+                if last:
+                    break
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioDecodeError(
+                f"cannot decode audio file {path!r} (truncated or corrupt?): {error}"
+            ) from None
+    _check_decoded_length(path, info.format, position - start, stop - start)
+
+
+def _check_decoded_length(path: str, file_format: str, decoded: int, expected: int) -> None:
+    tolerance = _INEXACT_LENGTH_TOLERANCE if file_format in _INEXACT_LENGTH_FORMATS else 0.0
+    if decoded < expected * (1.0 - tolerance):
+        raise AudioDecodeError(
+            f"audio file is truncated: its header promises {expected} frames but only "
+            f"{decoded} could be decoded: {path!r}"
+        )
 
 
 def windows_from_blocks(

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
-from .longform import AudioWindow, WindowConfig, iter_file_windows, select_words, windows_from_array
+from .longform import AudioWindow, WindowConfig, iter_file_windows, select_words
 from .outputs import FILE_SUFFIXES, FORMATS, Transcript, WordTiming, format_transcript
 
 AUDIO_SUFFIXES = frozenset(
@@ -201,21 +201,7 @@ class _Tagged:
 
 
 def _source_windows(source: AudioSource, config: WindowConfig) -> Iterator[AudioWindow]:
-    from stenograph.pipeline.audio import audio_info
-
-    # Refuse what the data pipeline refuses, with its clear reasons (missing, a folder,
-    # empty, a WAV header promising more data than the file holds); reads only headers.
-    audio_info(source.path)
-    try:
-        windows = iter_file_windows(source.path, config, source.offset, source.duration)
-    except sf.LibsndfileError:
-        # libsndfile lacks this format (e.g. m4a): fall back to the pipeline's decoder,
-        # which holds the whole file in memory.
-        from stenograph.pipeline.audio import load_audio
-
-        audio = load_audio(source.path, config.sample_rate, source.offset, source.duration)
-        windows = windows_from_array(audio, config)
-    return windows
+    return iter_file_windows(source.path, config, source.offset, source.duration)
 
 
 def _tagged_windows(

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+from stenograph.pipeline.audio import AudioDecodeError
 from stenograph.recipes.longform import (
     AudioWindow,
     WindowConfig,
@@ -83,19 +84,33 @@ def test_file_streaming_resamples_and_mixes_down(tmp_path):
         np.testing.assert_allclose(window.samples[: n - 200], reference[: n - 200], atol=2e-3)
 
 
-def test_nan_samples_are_zeroed(tmp_path):
-    audio = np.ones(1600, np.float32)
-    audio[100:200] = np.nan
+def test_nan_samples_are_refused_naming_file_and_time(tmp_path):
+    audio = np.ones(16000 * 12, np.float32)
+    audio[16000 * 11] = np.nan
     path = tmp_path / "nan.wav"
     sf.write(path, audio, 16000, subtype="FLOAT")
-    (window,) = iter_file_windows(str(path), WindowConfig())
-    assert np.isfinite(window.samples).all() and window.samples[150] == 0.0
+    windows = iter_file_windows(str(path), WindowConfig(window_seconds=4, overlap_seconds=1))
+    first = next(windows)  # the audio before the bad sample streams as usual
+    assert first.index == 0
+    with pytest.raises(AudioDecodeError, match=r"non-finite.*after 10\.0 s.*nan\.wav"):
+        list(windows)
 
 
-def test_unreadable_file_raises_naming_nothing_silently(tmp_path):
-    path = tmp_path / "broken.wav"
-    path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    with pytest.raises(sf.LibsndfileError):
+@pytest.mark.parametrize("damage", ["empty", "junk", "truncated_flac", "lying_wav", "missing"])
+def test_unreadable_files_raise_naming_the_file(tmp_path, damage):
+    path = tmp_path / f"{damage}.{'flac' if damage == 'truncated_flac' else 'wav'}"
+    audio = np.sin(np.arange(16000 * 3) / 5).astype(np.float32)
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "junk":
+        path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    elif damage == "truncated_flac":
+        sf.write(path, audio, 16000)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "lying_wav":
+        sf.write(path, audio, 16000, subtype="PCM_16")
+        path.write_bytes(path.read_bytes()[:-10000])  # header still promises 3 s
+    with pytest.raises(AudioDecodeError, match=damage):
         list(iter_file_windows(str(path), WindowConfig()))
 
 
