@@ -14,9 +14,10 @@ Ours is `recipes.decoding` on its default backend (ctc-beam-decoder). When
 pyctcdecode (+ the kenlm module) is importable it is the reference: each
 configuration runs ours and the reference alternately on the same logits
 (so machine load hits both), and the table shows both speeds, the ratio and
-how many transcripts agree. Install the reference into a scratch environment
-with ``pip install --no-deps pyctcdecode==0.5.0 pygtrie kenlm`` (its numpy<2
-pin is why it is not a stenograph dependency).
+how many results agree exactly (transcript and every word's frames).
+Install the reference into a scratch environment with
+``pip install --no-deps pyctcdecode==0.5.0 pygtrie kenlm`` (its numpy<2 pin is
+why it is not a stenograph dependency).
 """
 
 from __future__ import annotations
@@ -87,10 +88,10 @@ def pad(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return batch, lengths
 
 
-def timed(decoder, batch, lengths) -> tuple[float, list[str]]:
+def timed(decoder, batch, lengths) -> tuple[float, list]:
     start = time.perf_counter()
     results = decoder.decode_batch(batch, lengths)
-    return time.perf_counter() - start, [r.text for r in results]
+    return time.perf_counter() - start, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         header = f"{'decoder':<8}{'beam':>5}{'WER':>7}{'ours ×RT':>11}"
         if have_reference:
-            header += f"{'pyctcdecode ×RT':>17}{'ratio':>8}{'same text':>11}"
+            header += f"{'pyctcdecode ×RT':>17}{'ratio':>8}{'same words+times':>18}"
         print(header)
         for kind, width in configs:
             print(row(kind, width, lm.binary, batch, lengths, audio_seconds, args.repeats,
@@ -145,20 +146,22 @@ def row(kind, width, lm_path, batch, lengths, audio_seconds, repeats, have_refer
         reference = make_decoder(kind, TOKENS, backend="pyctcdecode", **options)
     ours_times, reference_times = [], []
     for _ in range(repeats):  # alternate so contention hits both alike
-        seconds, ours_texts = timed(ours, batch, lengths)
+        seconds, ours_results = timed(ours, batch, lengths)
         ours_times.append(seconds)
         if reference is not None:
-            seconds, reference_texts = timed(reference, batch, lengths)
+            seconds, reference_results = timed(reference, batch, lengths)
             reference_times.append(seconds)
     ours_rt = audio_seconds / statistics.median(ours_times)
-    wer = jiwer.wer(references, ours_texts)
+    wer = jiwer.wer(references, [r.text for r in ours_results])
     line = f"{kind:<8}{width or '-':>5}{wer:>7.1%}{ours_rt:>10.0f}×"
     if reference is None:
-        return line + ("" if not have_reference else f"{'-':>17}{'-':>8}{'-':>11}")
+        return line + ("" if not have_reference else f"{'-':>17}{'-':>8}{'-':>18}")
     reference_rt = audio_seconds / statistics.median(reference_times)
-    same = sum(a == b for a, b in zip(ours_texts, reference_texts, strict=True))
+    # Same transcript and the same (word, start, end) for every word.
+    same = sum(a == b for a, b in zip(ours_results, reference_results, strict=True))
     return (
-        line + f"{reference_rt:>16.0f}×{ours_rt / reference_rt:>7.1f}×{same:>6}/{len(ours_texts)}"
+        line
+        + f"{reference_rt:>16.0f}×{ours_rt / reference_rt:>7.1f}×{same:>13}/{len(ours_results)}"
     )
 
 
