@@ -249,3 +249,19 @@ def test_batch_gives_its_own_padding():
     assert batch.features.shape == (2, 5, 4) and float(tf.reduce_sum(batch.features[0, 3:])) == 0.0
     assert batch.labels.numpy().tolist() == [[1, 2, 0, 0], [1, 2, 3, 4]]
     assert Batch.signature(4).features.shape.as_list() == [None, None, 4]
+
+
+def test_global_stats_from_the_dataset_match_numpy(corpus, vocabulary):
+    from stenograph.pipeline.features import compute_global_stats
+
+    dataset = make_dataset(corpus["good"], vocabulary, FEATURES, eval_config())
+    mean, std = compute_global_stats(dataset)
+    frames = np.concatenate(
+        [
+            b.features[i, : b.feature_lengths[i]]
+            for b in collect(dataset)
+            for i in range(len(b.utterance_ids))
+        ]
+    ).astype(np.float64)
+    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, frames.std(axis=0), rtol=1e-4)

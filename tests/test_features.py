@@ -249,3 +249,33 @@ def test_running_moments_is_stable_with_a_large_offset(rng):
     np.testing.assert_allclose(std, frames.std(axis=0), rtol=1e-4)
     with pytest.raises(ValueError, match="No frames"):
         RunningMoments().result()
+
+
+def test_saved_model_takes_raw_audio(tmp_path, rng):
+    features_layer = AudioFeatures(FeatureConfig(num_mel_bins=40))
+    normalizer = FeatureNormalizer(mode="utterance")
+
+    class Frontend(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+            ]
+        )
+        def __call__(self, waveforms, lengths):
+            features, frame_lengths = features_layer(waveforms, lengths)
+            return normalizer(features, frame_lengths), frame_lengths
+
+    module = Frontend()
+    audio = np.zeros((2, 12000), np.float32)
+    audio[0], audio[1, :8000] = speech_like(rng, 0.75), speech_like(rng, 0.5)
+    lengths = np.array([12000, 8000], np.int32)
+    expected = module(audio, lengths)
+    tf.saved_model.save(module, str(tmp_path / "frontend"))
+    restored = tf.saved_model.load(str(tmp_path / "frontend"))
+    got = restored(tf.constant(audio), tf.constant(lengths))
+    np.testing.assert_allclose(got[0].numpy(), expected[0].numpy(), atol=1e-5)
+    assert got[1].numpy().tolist() == [
+        num_frames(12000, FeatureConfig()),
+        num_frames(8000, FeatureConfig()),
+    ]
