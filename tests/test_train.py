@@ -163,3 +163,20 @@ def test_error_rates_match_jiwer_and_skip_empty_references():
     wer, cer = train_lib.error_rates(["a bc", "", "de"], ["a bd", "x", "de"])
     assert wer == pytest.approx(1 / 3)
     assert cer == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize(
+    "precision", ["mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)]
+)
+def test_mixed_precision_trains_with_float32_weights(tmp_path, precision):
+    train, valid = repeated_manifest(tmp_path / "data", copies=1, phrases=4)
+    config = tiny_config(
+        train, valid, **{"train.precision": precision, "train.max_steps": 2, "data.batch_size": 2}
+    )
+    state = train_lib.train(config, tmp_path / "exp")
+    assert state.step == 2 and state.nonfinite_streak == 0
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored afterwards
+    experiment = exp_lib.load_experiment(tmp_path / "exp", weights="last")
+    assert all(w.dtype == "float32" for w in experiment.model.weights)
+    history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
+    assert np.isfinite(history[-1]["val_loss"])

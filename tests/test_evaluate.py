@@ -1,0 +1,68 @@
+"""`stenograph evaluate`: scoring against jiwer, reports, greedy and beam decoding."""
+
+import json
+from pathlib import Path
+
+import jiwer
+import pytest
+from test_train import repeated_manifest, tiny_config
+
+from stenograph.recipes import evaluate as evaluate_lib
+from stenograph.recipes import train as train_lib
+
+
+def test_score_utterance_counts_edits_like_jiwer():
+    result = evaluate_lib.score_utterance("u1", "the cat sat", "the bat sat down")
+    assert (result.words, result.substitutions, result.deletions, result.insertions) == (3, 1, 0, 1)
+    assert result.word_errors == 2
+    assert result.character_errors / result.characters == pytest.approx(
+        jiwer.cer("the cat sat", "the bat sat down")
+    )
+    empty = evaluate_lib.score_utterance("u2", "", "noise here")
+    assert (empty.words, empty.insertions, empty.word_errors) == (0, 2, 2)
+
+
+def test_summary_is_corpus_level_not_a_mean_of_rates():
+    results = [
+        evaluate_lib.score_utterance("a", "one two three four", "one two three four"),
+        evaluate_lib.score_utterance("b", "five", "six"),
+    ]
+    summary = evaluate_lib.summarize(results, "m.jsonl", "greedy", skipped=1, report="r.jsonl")
+    assert summary.wer == pytest.approx(1 / 5)
+    assert summary.wer == pytest.approx(
+        jiwer.wer(["one two three four", "five"], ["one two three four", "six"])
+    )
+    assert summary.skipped == 1
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    train, valid = repeated_manifest(folder / "data")
+    config = tiny_config(train, valid, **{"train.epochs": 3})
+    train_lib.train(config, folder / "exp")
+    return folder, valid
+
+
+def test_evaluate_a_trained_experiment_greedy_and_beam(trained):
+    folder, valid = trained
+    # One utterance whose audio is gone: skipped and counted, never fatal.
+    lines = valid.read_text().splitlines()
+    broken = dict(json.loads(lines[0]), id="missing", audio_path="audio/missing.wav")
+    manifest = folder / "data" / "with-missing.jsonl"
+    manifest.write_text("\n".join([*lines, json.dumps(broken)]) + "\n")
+
+    greedy = evaluate_lib.evaluate(folder / "exp", manifest)
+    assert greedy.utterances == 8 and greedy.skipped == 1
+    assert greedy.cer < 0.05
+    report = [json.loads(line) for line in Path(greedy.report).read_text().splitlines()]
+    assert len(report) == 8
+    assert all(r["reference"] == r["hypothesis"] for r in report if r["character_errors"] == 0)
+    summary = json.loads(evaluate_lib.summary_path(Path(greedy.report)).read_text())
+    assert summary["skipped_ids"] == ["missing"]
+
+    beam = evaluate_lib.evaluate(
+        folder / "exp", valid, decoder="beam", beam_width=8, report=folder / "beam.jsonl"
+    )
+    assert beam.decoder == "beam" and beam.utterances == 8
+    assert beam.cer <= greedy.cer + 0.02
