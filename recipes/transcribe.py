@@ -112,7 +112,8 @@ def _manifest_sources(manifest: str, failures: list[Failure]) -> list[AudioSourc
     from stenograph.pipeline.manifest import read_manifest
 
     def record(problem: Any) -> None:
-        failures.append(Failure(f"{manifest}", str(problem)))
+        where = problem.item_id or f"{problem.source}:{problem.line}"
+        failures.append(Failure(where, problem.message))
 
     try:
         utterances = read_manifest(manifest, on_problem=record)

@@ -327,3 +327,21 @@ def test_cli_srt_for_several_inputs_needs_output_dir(exported, tmp_path, capsys)
         sf.write(tmp_path / name, tone_waveform("fade"), 16000)
     code, _ = _cli(["transcribe", str(exp_dir), str(tmp_path), "--format", "srt"])
     assert code == 2 and "--output-dir" in capsys.readouterr().err
+
+
+def test_cli_transcribe_hostile_corpus_reports_and_finishes(exported, tmp_path, capsys):
+    from hostile_corpus import write_hostile_corpus
+
+    _, result = exported
+    corpus = write_hostile_corpus(tmp_path / "corpus", long_clip_seconds=30, speech="tones")
+    code, stdout = _cli(
+        ["transcribe", str(result.saved_model), "--manifest", str(corpus.manifest)]
+        + ["--format", "jsonl"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    done = {from_json_line(line).source for line in stdout.splitlines()}
+    assert {item.id for item in corpus.items if item.transcribable} <= done
+    skipped = [line for line in err.splitlines() if line.startswith("transcribe: skipped")]
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith(f"transcribe: {len(done)} transcribed, {len(skipped)} failed")

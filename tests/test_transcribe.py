@@ -304,3 +304,23 @@ def test_thirty_minute_file_has_bounded_memory(tmp_path):
     # The 30-minute file decoded to float32 would be 115 MB; streaming adds little.
     print(f"peak RSS before {before:.0f} MB, after the 30-minute file {after:.0f} MB")
     assert after - before < 40, (before, after)
+
+
+def test_hostile_corpus_every_line_transcribed_or_reported(tmp_path):
+    from hostile_corpus import write_hostile_corpus
+
+    corpus = write_hostile_corpus(tmp_path / "corpus", long_clip_seconds=45, speech="tones")
+    sources, failures = discover_sources([], str(corpus.manifest))
+    transcripts, late_failures, report, _ = run_engine(sources)
+    transcribed = {sources[i].name for i in transcripts}
+    reasons = {f.name: f.reason for f in failures}
+    reasons |= {sources[i].name: f.reason for i, f in late_failures.items()}
+    for item in corpus.items:
+        if item.transcribable:
+            assert item.id in transcribed, item.kind
+        elif item.stage in ("header", "decode"):
+            assert item.id in reasons, item.kind
+            assert item.reason_matches(reasons[item.id]), (item.kind, reasons[item.id])
+    assert len(transcribed) + len(reasons) >= len(corpus.items) - 1  # a line with no id
+    long_clip = transcripts[next(i for i, s in enumerate(sources) if s.name == "ten-minutes")]
+    assert long_clip.duration == pytest.approx(45, abs=0.1)
