@@ -39,6 +39,7 @@ from stenograph.pipeline.audio import load_audio, resample_tf  # noqa: E402
 from stenograph.pipeline.importers import probe_durations  # noqa: E402
 from stenograph.pipeline.manifest import read_manifest  # noqa: E402
 from stenograph.pipeline.text import TextNormalizer  # noqa: E402
+from stenograph.pipeline.tfio_compat import tfio_ops_available  # noqa: E402
 
 
 def best_of(rounds: int, candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -65,25 +66,31 @@ def write_files(folder: Path, count: int, rate: int, channels: int, seconds: flo
 
 def bench_decoding(folder: Path, files: int, rounds: int) -> None:
     print("\n## Decoding to mono float32 at 16 kHz (× real time, higher is better)")
-    print("| input | load_audio | soundfile.read | librosa.load | ours / librosa |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| input | load_audio | load_audio tfio | soundfile.read | librosa.load | ours / librosa |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for rate, channels, count in ((16000, 1, files), (44100, 2, max(files // 4, 10))):
-        paths = write_files(folder, count, rate, channels, 4.0)
-        audio_seconds = 4.0 * count
-        best = best_of(
-            rounds,
-            {
-                "ours": lambda p=paths: [load_audio(x) for x in p],
-                "soundfile": lambda p=paths: [soundfile.read(x, dtype="float32") for x in p],
-                "librosa": lambda p=paths: [librosa.load(x, sr=16000) for x in p],
-            },
-        )
-        rt = {k: audio_seconds / v for k, v in best.items()}
-        note = "" if rate == 16000 else " (soundfile.read does not resample or downmix)"
-        print(
-            f"| {count} × 4 s FLAC, {rate} Hz, {channels} ch{note} | {rt['ours']:,.0f}× | "
-            f"{rt['soundfile']:,.0f}× | {rt['librosa']:,.0f}× | {rt['ours'] / rt['librosa']:.2f} |"
-        )
+        decoding_row(write_files(folder, count, rate, channels, 4.0), rate, channels, rounds)
+
+
+def decoding_row(paths: list[str], rate: int, channels: int, rounds: int) -> None:
+    candidates = {
+        "ours": lambda: [load_audio(x) for x in paths],
+        "soundfile": lambda: [soundfile.read(x, dtype="float32") for x in paths],
+        "librosa": lambda: [librosa.load(x, sr=16000) for x in paths],
+    }
+    if tfio_ops_available():
+        candidates["tfio"] = lambda: [load_audio(x, backend="tfio") for x in paths]
+    best = best_of(rounds, candidates)
+    rt = {k: 4.0 * len(paths) / v for k, v in best.items()}
+    tfio = f"{rt['tfio']:,.0f}×" if "tfio" in rt else "unavailable"
+    note = "" if rate == 16000 else " (soundfile.read: no resampling or downmix)"
+    print(
+        f"| {len(paths)} × 4 s FLAC, {rate} Hz, {channels} ch{note} | {rt['ours']:,.0f}× | "
+        f"{tfio} | {rt['soundfile']:,.0f}× | {rt['librosa']:,.0f}× | "
+        f"{rt['ours'] / rt['librosa']:.2f} |"
+    )
 
 
 def bench_resampling(rounds: int) -> None:
