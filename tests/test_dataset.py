@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import tensorflow as tf
 
-from stenograph.pipeline.augment import AugmentConfig
+from stenograph.pipeline.augment import AugmentConfig, NoiseBank
 from stenograph.pipeline.dataset import (
     Batch,
     DatasetConfig,
@@ -153,9 +153,12 @@ def training_config(seed, **kwargs):
 
 
 def test_training_is_reproducible_from_the_seed_and_augments(corpus, vocabulary):
+    bank = NoiseBank.generated(seconds=3.0)  # small: the default bank is a minute per kind
+
     def run(seed):
+        config = training_config(seed)
         dataset = make_dataset(
-            corpus["good"], vocabulary, FEATURES, training_config(seed), training=True
+            corpus["good"], vocabulary, FEATURES, config, training=True, noise_bank=bank
         )
         return collect(dataset)
 
