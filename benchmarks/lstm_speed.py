@@ -11,6 +11,7 @@ process CPU time (work done, less sensitive to other processes on the machine).
 Usage:
     python benchmarks/lstm_speed.py                      # B=32 T=400 H=256, I in {80, 512}
     python benchmarks/lstm_speed.py --reps 5 --inputs 512 --precisions mixed_bfloat16
+    python benchmarks/lstm_speed.py --threads 1          # work per core, robust to load
 """
 
 import argparse
@@ -101,9 +102,20 @@ def main(argv=None):
     parser.add_argument("--inputs", type=int, nargs="+", default=[80, 512])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra/inter-op threads for both layers (0: TensorFlow's default). One "
+        "thread measures work per core and is far less disturbed by other processes.",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    print(f"B={args.batch} T={args.steps} H={args.units} reps={args.reps}")
+    threads = args.threads or "default"
+    print(f"B={args.batch} T={args.steps} H={args.units} reps={args.reps} threads={threads}")
     print(f"load average before: {os.getloadavg()}")
     print(
         "| I | precision | pass | ours median ms | keras median ms | ratio (median) "
