@@ -416,11 +416,14 @@ def resample_tf(
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     orig = tf.cast(orig_rate, tf.int64)
     target = tf.cast(target_rate, tf.int64)
+    # Euclid's loop stays outside the cond: a while_loop inside a branch keeps grappler
+    # from optimising the branch (measured 2x slower).
+    g = _gcd_tf(orig, target)
     return tf.cond(
         tf.equal(orig, target),
         lambda: tf.identity(waveform),
         lambda: _resample_polyphase_tf(
-            waveform, orig, target, zero_crossings, rolloff, kaiser_beta
+            waveform, target // g, orig // g, zero_crossings, rolloff, kaiser_beta
         ),
     )
 
@@ -446,38 +449,36 @@ def _polyphase_matrix_tf(
     """Builds the ``[down + 2 * pad, up]`` matrix: column j filters output phase j."""
     import tensorflow as tf
 
-    rows = tf.range(down + 2 * pad, dtype=tf.float64) - tf.cast(
-        pad, tf.float64
-    )  # input index in a frame
-    phase_times = (
-        tf.range(up, dtype=tf.float64) * tf.cast(down, tf.float64) / tf.cast(up, tf.float64)
-    )
-    distance = rows[:, None] - phase_times[None, :]  # [M, up], in input samples
+    rows = tf.range(down + 2 * pad, dtype=tf.float64) - tf.cast(pad, tf.float64)  # [M]
+    step = tf.cast(down, tf.float64) / tf.cast(up, tf.float64)
+    phase_times = tf.range(up, dtype=tf.float64) * step  # [up], input samples into a frame
+    # Positions need float64 (frames span thousands of samples); the kernel does not.
+    distance = tf.cast(rows[:, None] - phase_times[None, :], tf.float32)  # [M, up]
+    half_width = tf.cast(half_width, tf.float32)
+    cutoff = tf.cast(cutoff, tf.float32)
     ratio = tf.clip_by_value(distance / half_width, -1.0, 1.0)
-    window = tf.math.special.bessel_i0(beta * tf.sqrt(1.0 - ratio**2)) / tf.math.special.bessel_i0(
-        tf.constant(beta, tf.float64)
-    )
+    i0 = tf.math.special.bessel_i0
+    window = i0(beta * tf.sqrt(1.0 - ratio**2)) / i0(tf.constant(beta, tf.float32))
     window = tf.where(tf.abs(distance) < half_width, window, tf.zeros_like(window))
     x = cutoff * distance
     safe_x = tf.where(tf.equal(x, 0.0), tf.ones_like(x), x)  # avoids 0/0 at the centre tap
     sinc = tf.where(
         tf.equal(x, 0.0), tf.ones_like(x), tf.sin(math.pi * safe_x) / (math.pi * safe_x)
     )
-    return tf.cast(cutoff * sinc * window, tf.float32)  # [M, up]
+    return cutoff * sinc * window  # [M, up]
 
 
 def _resample_polyphase_tf(
     waveform: tf.Tensor,
-    orig: tf.Tensor,
-    target: tf.Tensor,
+    up: tf.Tensor,
+    down: tf.Tensor,
     zero_crossings: int,
     rolloff: float,
     beta: float,
 ) -> tf.Tensor:
+    """Resamples by the reduced ratio ``up / down`` (coprime int64 scalars)."""
     import tensorflow as tf
 
-    g = _gcd_tf(orig, target)
-    up, down = target // g, orig // g
     ratio = tf.cast(up, tf.float64) / tf.cast(down, tf.float64)
     cutoff = rolloff * tf.minimum(tf.constant(1.0, tf.float64), ratio)
     half_width = zero_crossings / cutoff  # in input samples
