@@ -279,3 +279,17 @@ def test_saved_model_takes_raw_audio(tmp_path, rng):
         num_frames(12000, FeatureConfig()),
         num_frames(8000, FeatureConfig()),
     ]
+
+
+def test_features_stay_float32_under_mixed_precision(rng):
+    y = speech_like(rng, 0.5)[None, :]
+    lengths = np.array([y.shape[1]], np.int32)
+    expected = AudioFeatures(FeatureConfig())(y, lengths)[0].numpy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        features, frame_lengths = AudioFeatures(FeatureConfig())(y, lengths)
+        normalised = FeatureNormalizer()(features, frame_lengths)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert features.dtype == tf.float32 and normalised.dtype == tf.float32
+    np.testing.assert_array_equal(features.numpy(), expected)
