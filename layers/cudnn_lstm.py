@@ -209,7 +209,8 @@ def cudnn_lstm(
 
     Per-example ``sequence_lengths`` go to the kernel, so padding never enters the
     state. Outputs at padded steps follow Keras: forwards they repeat the last real
-    output; with ``go_backwards`` (padding met first) they are zero.
+    output; with ``go_backwards`` (padding met first) they are zero. Empty sequences
+    (length 0), which cuDNN rejects, keep their initial state and output zeros.
 
     Args:
         inputs: ``[B, T, I]`` in float16/32/64.
@@ -238,28 +239,34 @@ def cudnn_lstm(
     lengths = (
         tf.fill([batch], steps) if sequence_lengths is None else tf.cast(sequence_lengths, tf.int32)
     )
+    # cuDNN rejects empty sequences: run them for one step, then restore their states.
+    run_lengths = tf.maximum(lengths, 1)
     params = keras_to_cudnn_params(
         tf.cast(kernel, dtype), tf.cast(recurrent_kernel, dtype), tf.cast(bias, dtype)
     )
     x = inputs
     if go_backwards:
-        x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)  # [B, T, I]
+        x = tf.reverse_sequence(x, run_lengths, seq_axis=1, batch_axis=0)  # [B, T, I]
     with tf.control_dependencies(assertions):
         outputs, h, c, _, _ = tf.raw_ops.CudnnRNNV3(
             input=x,
             input_h=h0[:, None, :],  # [B, 1, H]: batch-major, one layer
             input_c=c0[:, None, :],  # [B, 1, H]
             params=params,
-            sequence_lengths=lengths,
+            sequence_lengths=run_lengths,
             rnn_mode="lstm",
             is_training=True,
             time_major=False,
         )  # outputs [B, T, H], zeros after each sequence's end
-    h, c = h[:, 0, :], c[:, 0, :]  # [B, H]
+    empty = tf.equal(lengths, 0)[:, None]  # [B, 1]
+    h = tf.where(empty, h0, h[:, 0, :])  # [B, H]
+    c = tf.where(empty, c0, c[:, 0, :])  # [B, H]
     valid = tf.sequence_mask(lengths, steps)[:, :, None]  # [B, T, 1]
     if go_backwards:
-        outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)  # [B, T, H]
+        outputs = tf.reverse_sequence(outputs, run_lengths, seq_axis=1, batch_axis=0)
         outputs = tf.reverse(outputs, [1])  # [B, T, H], padding first as Keras processes it
+        outputs = tf.where(tf.reverse(valid, [1]), outputs, tf.zeros_like(outputs))
     else:
-        outputs = tf.where(valid, outputs, h[:, None, :])  # repeat last output
+        last = tf.where(empty, tf.zeros_like(h), h)  # Keras: zeros until a real step
+        outputs = tf.where(valid, outputs, last[:, None, :])  # repeat the last output
     return outputs, h, c

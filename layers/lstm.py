@@ -663,7 +663,7 @@ class LSTM(keras.layers.Layer):
                 inputs, h0, c0, self.kernel, self.recurrent_kernel, self.bias,
                 sequence_lengths=lengths, go_backwards=self.go_backwards, check_mask=keras_mask,
             )  # fmt: skip
-            last = h if mask is not None else outputs[:, -1]
+            last = outputs[:, -1]
         else:
             outputs, h, c = self._run_ours(inputs, h0, c0, mask, training)
             last = outputs[-1]

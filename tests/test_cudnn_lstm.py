@@ -171,6 +171,76 @@ def test_auto_uses_cudnn_with_lengths_when_a_gpu_is_present(rng, monkeypatch):
     assert len(calls) == 1
 
 
+# ------------------------------------------------------------------ the wrapper around the op
+
+
+def _stand_in_cudnn_op(calls):
+    """Behaves like tf.raw_ops.CudnnRNNV3 (batch-major, per-example lengths) on CPU.
+
+    It decodes the flat params with our converter and runs our kernel, writing zeros
+    past each length as cuDNN does, so the wrapper's reversal, padding and empty-row
+    handling (and the params layout round trip) are exercised without a GPU.
+    """
+
+    def op(input, input_h, input_c, params, sequence_lengths, rnn_mode, is_training,
+           time_major):  # fmt: skip
+        assert rnn_mode == "lstm" and not time_major and is_training
+        lengths = sequence_lengths.numpy()
+        assert (lengths >= 1).all(), "cuDNN rejects empty sequences"
+        calls.append(lengths)
+        units = input_h.shape[-1]
+        layer = LSTM(units, return_sequences=True, return_state=True, use_cudnn=False)
+        layer.build(input.shape)
+        layer.set_weights(
+            [w.numpy() for w in cudnn.cudnn_params_to_keras(params, input.shape[-1], units)]
+        )
+        out, h, c = layer(
+            input, sequence_lengths=lengths, initial_state=[input_h[:, 0], input_c[:, 0]]
+        )
+        out = tf.where(tf.sequence_mask(lengths, input.shape[1])[:, :, None], out, 0.0)
+        return out, h[:, None], c[:, None], tf.zeros([0]), tf.zeros([0], tf.int8)
+
+    return op
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_cudnn_wrapper_matches_our_kernel_with_a_stand_in_op(rng, monkeypatch, go_backwards):
+    calls = []
+    monkeypatch.setattr(tf.raw_ops, "CudnnRNNV3", _stand_in_cudnn_op(calls))
+    kernel, recurrent, bias = (0.5 * w for w in _random_weights(rng))
+    x = _x(rng)
+    h0, c0 = (rng.normal(size=(B, H)).astype("float32") for _ in range(2))
+    lengths = np.array([6, 3, 0])  # includes an empty sequence
+    out, h, c = cudnn.cudnn_lstm(
+        x, h0, c0, kernel, recurrent, bias, sequence_lengths=lengths, go_backwards=go_backwards
+    )
+    np.testing.assert_array_equal(calls[0], [6, 3, 1])
+    ours = LSTM(H, return_sequences=True, return_state=True, go_backwards=go_backwards,
+                use_cudnn=False)  # fmt: skip
+    ours.build((None, None, D))
+    ours.set_weights([kernel, recurrent, bias])
+    expected = ours(x, sequence_lengths=lengths, initial_state=[h0, c0])
+    for got, want in zip((out, h, c), expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_kwargs", [{}, {"go_backwards": True}, {"return_state": True}])
+def test_layer_on_the_cudnn_path_matches_our_kernel(rng, monkeypatch, layer_kwargs):
+    monkeypatch.setattr(cudnn, "gpu_available", lambda: True)
+    monkeypatch.setattr(tf.raw_ops, "CudnnRNNV3", _stand_in_cudnn_op([]))
+    fast = CudnnLSTM(H, **layer_kwargs)
+    ours = LSTM(H, use_cudnn=False, **layer_kwargs)
+    for layer in (fast, ours):
+        layer.build((None, None, D))
+    ours.set_weights(fast.get_weights())
+    x = _x(rng)
+    mask = tf.constant(np.arange(T)[None, :] < LENGTHS[:, None])
+    for got, want in zip(
+        tf.nest.flatten(fast(x, mask=mask)), tf.nest.flatten(ours(x, mask=mask)), strict=True
+    ):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+
+
 # ------------------------------------------------------------------ checkpoints interchange
 
 
@@ -236,9 +306,17 @@ def _pair(rng, **kwargs):
     return ours, fast
 
 
+@pytest.fixture
+def no_tf32():
+    """cuDNN may use TF32 on Ampere+; compare in true float32."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    yield
+    tf.config.experimental.enable_tensor_float_32_execution(True)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_gpu_cudnn_matches_our_kernel_on_padded_batches(rng, go_backwards):
+def test_gpu_cudnn_matches_our_kernel_on_padded_batches(rng, no_tf32, go_backwards):
     ours, fast = _pair(rng, return_sequences=True, return_state=True, go_backwards=go_backwards)
     x = tf.constant(_x(rng))
     results = []
