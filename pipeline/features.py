@@ -66,9 +66,9 @@ class FeatureConfig:
     preemphasis: float = 0.97
     dither: float = 0.0
     log_floor: float = 1e-6
-    kind: str = "logmel"
+    kind: FeatureKind = "logmel"
     num_mfcc: int = 13
-    mel_scale: str = "slaney"
+    mel_scale: MelScale = "slaney"
     mel_norm: str | None = "slaney"
     center: bool = True
 
