@@ -8,6 +8,7 @@ asserts the marker never appears and that the loader fails with our clear error.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -211,3 +212,87 @@ def test_feature_config_is_plain_data() -> None:
     config = FeatureConfig()
     assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
     assert FeatureConfig.from_dict(config.to_dict()) == config
+
+
+# ---------------------------------------------------------------------------
+# Bounds: the data pipeline's memory does not grow with the corpus.
+
+
+def _dataset_ops(dataset) -> set[str]:
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(dataset._as_serialized_graph().numpy())
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:  # map functions, filters
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+def _one_second_corpus(folder: Path, copies: int) -> Path:
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tone = (0.2 * np.sin(np.arange(16000) / 4)).astype(np.float32)
+    soundfile.write(str(folder / "a.wav"), tone, 16000)
+    lines = [
+        json.dumps({"id": f"u{i:06d}", "audio_path": "a.wav", "text": "a cab"})
+        for i in range(copies)
+    ]
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "m.jsonl"
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pipeline_caches_nothing_unless_asked(tmp_path: Path, training: bool) -> None:
+    from stenograph.pipeline.dataset import DatasetConfig, make_dataset
+
+    utterances = read_manifest(_one_second_corpus(tmp_path, 4))
+    vocabulary = Vocabulary.from_alphabet(" abc")
+    default = make_dataset(utterances, vocabulary, FeatureConfig(), DatasetConfig(), training)
+    assert DatasetConfig().cache is None
+    assert not {op for op in _dataset_ops(default) if "Cache" in op}
+    asked = make_dataset(
+        utterances, vocabulary, FeatureConfig(), DatasetConfig(cache="memory"), training
+    )
+    assert any("Cache" in op for op in _dataset_ops(asked))
+
+
+_PIPELINE_MEMORY = """
+import resource, sys
+from stenograph.pipeline import Vocabulary, read_manifest
+from stenograph.pipeline.dataset import DatasetConfig, make_dataset
+from stenograph.pipeline.features import FeatureConfig
+
+utterances = read_manifest(sys.argv[1])
+dataset = make_dataset(utterances, Vocabulary.from_alphabet(" abc"), FeatureConfig(),
+                       DatasetConfig(batch_size=16, seed=1), training=True)
+seen = 0
+for epoch in range(2):
+    for batch in dataset:
+        seen += int(batch.features.shape[0])
+print(seen, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_peak_memory_does_not_grow_with_corpus_size(tmp_path: Path) -> None:
+    """Two epochs over 100 vs 2,000 one-second utterances: the same peak RSS, give or take."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for copies in (100, 2000):
+        manifest = _one_second_corpus(tmp_path / str(copies), copies)
+        result = subprocess.run(
+            [sys.executable, "-c", _PIPELINE_MEMORY, str(manifest)],
+            capture_output=True, text=True, timeout=900,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        seen, peak = result.stdout.split()[-2:]
+        assert int(seen) == 2 * copies
+        peaks[copies] = float(peak)
+    print(f"peak RSS: 100 utterances {peaks[100]:.0f} MB, 2,000 utterances {peaks[2000]:.0f} MB")
+    # 2,000 decoded seconds would be 128 MB of float32 audio (more as features) if held.
+    assert peaks[2000] - peaks[100] < 60, peaks
