@@ -8,22 +8,34 @@ user runs, in subprocesses, asserting their reports, counts and clean stderr.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
 from hostile_corpus import GOOD_TRANSCRIPTS, HostileCorpus, write_hostile_corpus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stenograph.pipeline import (
     ENGLISH_ALPHABET,
     AudioDecodeError,
     ManifestError,
+    PipelineError,
     ProblemReport,
+    TextError,
     TextNormalizer,
     Vocabulary,
     audio_info,
     load_audio,
     read_manifest,
 )
+from stenograph.pipeline.manifest import is_within_root
 
 REQUIRED_KINDS = {
     "truncated_flac", "zero_byte_file", "wav_header_lies", "nan_samples", "infinite_samples",
@@ -202,3 +214,214 @@ def test_training_dataset_uses_the_good_and_reports_every_bad_item(corpus: Hosti
         problem = dropped[item.id]
         assert item.reason_matches(f"{problem.kind}: {problem.message}"), (item.kind, problem)
     assert sum(report.counts().values()) == len(expected)
+
+
+# ---------------------------------------------------------------------------
+# The commands a user runs, in subprocesses (slow: each starts TensorFlow).
+
+
+def _stenograph(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "stenograph"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "stenograph.recipes.cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def _clean(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: HostileCorpus, tmp_path_factory: pytest.TempPathFactory):
+    """`stenograph train` for one epoch over the hostile corpus (also its validation set)."""
+    exp_dir = tmp_path_factory.mktemp("hostile-exp") / "exp"
+    result = _stenograph([
+        "train", "--train-manifest", str(corpus.manifest), "--valid-manifest",
+        str(corpus.manifest), "--preset", "tiny", "--exp-dir", str(exp_dir), "--epochs", "1",
+        "--batch-size", "4", "--verbose", "0",
+    ])  # fmt: skip
+    return exp_dir, result
+
+
+def _report(path: Path) -> dict[str, dict]:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {p["item_id"]: p for p in lines}
+
+
+@pytest.mark.slow
+def test_train_uses_the_good_and_reports_every_skip(corpus: HostileCorpus, trained) -> None:
+    exp_dir, result = trained
+    assert result.returncode == 0, result.stderr[-4000:]
+    stderr = _clean(result)
+    report = _report(exp_dir / "data_report.jsonl")
+    by_line = {p["line"]: p for p in report.values() if p["line"] is not None}
+    # Known gap: train reads manifests with allow_outside_root=True (see the report).
+    for item in corpus.select("skipped", stages={"manifest", "header", "text", "decode", "model"}):
+        if item.kind == "path_outside_root":
+            continue
+        problem = by_line[item.line] if item.stage == "manifest" else report[item.id]
+        assert item.reason_matches(f"{problem['kind']}: {problem['message']}"), (item, problem)
+    dropped = {key for key, problem in report.items() if problem["line"] is None}
+    assert not corpus.used_ids & dropped, "a usable utterance was reported as skipped"
+    counts = re.search(r"(\d+) training and \d+ validation utterances read; (\d+) dropped", stderr)
+    assert counts, stderr[-3000:]
+    assert int(counts.group(2)) == len(report)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["epoch"] == 1 and summary["step"] >= 1
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_good_and_reports_every_skip(
+    corpus: HostileCorpus, trained, tmp_path: Path
+) -> None:
+    exp_dir, _ = trained
+    report = tmp_path / "eval.jsonl"
+    result = _stenograph(["evaluate", "--exp-dir", str(exp_dir), "--manifest",
+                          str(corpus.manifest), "--report", str(report)])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    _clean(result)
+    scored = {json.loads(line)["id"] for line in report.read_text().splitlines()}
+    summary = json.loads(report.with_name("eval.summary.json").read_text())
+    by_line = {s["line"]: s for s in summary["skipped"] if s.get("line")}
+    by_id = {s["id"]: s for s in summary["skipped"] if not s.get("line")}
+    assert corpus.used_ids <= scored
+    assert "ten-minutes" in scored  # evaluation keeps every length (no max_duration)
+    for item in corpus.skipped:
+        if item.kind in ("path_outside_root", "clip_10min"):
+            continue
+        skip = by_line[item.line] if item.stage == "manifest" else by_id[item.id]
+        assert item.reason_matches(f"{skip['kind']}: {skip['reason']}"), (item, skip)
+    assert set(summary["skipped_ids"]) == set(by_id)
+    assert f"{len(scored)} utterances, {len(by_id)} skipped" in result.stdout
+
+
+@pytest.mark.slow
+def test_transcribe_transcribes_the_readable_and_reports_the_rest(
+    corpus: HostileCorpus, trained, tmp_path: Path
+) -> None:
+    exp_dir, _ = trained
+    out = tmp_path / "out"
+    result = _stenograph([
+        "transcribe", str(exp_dir), "--manifest", str(corpus.manifest), "--format", "jsonl",
+        "--output-dir", str(out), "--no-progress",
+    ])  # fmt: skip
+    stderr = _clean(result)
+    assert result.returncode == 1  # documented: 1 when any input failed
+    transcribed = {p.stem for p in out.rglob("*.json")}  # JSON lines, one file per input
+    skipped_lines = [line for line in stderr.splitlines() if line.startswith("transcribe: skipped")]
+    failed = 0
+    for item in corpus.items:
+        if item.stage == "manifest":  # the line itself, named by its id or file:line
+            names = (f"{corpus.manifest.name}:{item.line}:", f"skipped {item.id.split('#')[0]}:")
+            matching = [x for x in skipped_lines if any(name in x for name in names)]
+            assert any(item.reason_matches(x) for x in matching), (item.kind, matching)
+            failed += 1
+        elif item.stage in ("header", "decode"):
+            line = next(x for x in skipped_lines if f"skipped {item.id}:" in x)
+            assert item.reason_matches(line), (item.kind, line)
+            failed += 1
+        else:  # transcript problems do not matter to transcription
+            assert item.id in transcribed, item.kind
+    counts = re.search(r"transcribe: (\d+) transcribed, (\d+) failed", stderr)
+    assert counts, stderr[-3000:]
+    assert (int(counts.group(1)), int(counts.group(2))) == (len(transcribed), failed)
+    long_clip = json.loads((out / "ten-minutes.json").read_text().splitlines()[0])
+    assert long_clip["duration"] == pytest.approx(600.0, abs=0.1)
+
+
+# ---------------------------------------------------------------------------
+# Property tests: the readers C's tests do not fuzz (transcript files of the corpus
+# layouts, vocabulary files, experiment configs) either parse or raise our own error.
+
+_LINE_PIECES = st.sampled_from(
+    ["100-200-0001", "100-200-0002 HELLO", "LJ001-0001|Hi|Hi", "clips/a.mp3", "a.wav", "\t",
+     "|", "..", "/etc/passwd", "client_id\tpath\tsentence", "x\tclips/a.mp3\thello", "\ufeff"]
+)  # fmt: skip
+_TEXT_FILES = st.lists(
+    st.lists(_LINE_PIECES | st.text(max_size=10), max_size=4).map(lambda p: " ".join(p).encode())
+    | st.binary(max_size=40),
+    max_size=6,
+).map(lambda lines: b"\n".join(lines))
+
+
+def _fuzz_corpus(root: Path, layout: str, content: bytes) -> Path:
+    """Writes `content` as a corpus' transcript file in `layout`, next to one real clip."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    tone = (0.1 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    if layout == "librispeech":
+        folder = root / "100" / "200"
+        folder.mkdir(parents=True)
+        soundfile.write(str(folder / "100-200-0001.flac"), tone, 16000)
+        (folder / "100-200.trans.txt").write_bytes(content)
+    elif layout == "ljspeech":
+        (root / "wavs").mkdir(parents=True)
+        soundfile.write(str(root / "wavs" / "LJ001-0001.wav"), tone, 16000)
+        (root / "metadata.csv").write_bytes(content)
+    else:
+        (root / "clips").mkdir(parents=True)
+        soundfile.write(str(root / "clips" / "a.wav"), tone, 16000)
+        (root / "train.tsv").write_bytes(content)
+    return root
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=_TEXT_FILES, layout=st.sampled_from(["librispeech", "ljspeech", "commonvoice"]))
+def test_corpus_importers_parse_or_report_random_transcript_files(
+    tmp_path: Path, content: bytes, layout: str
+) -> None:
+    from stenograph.pipeline import importers
+
+    root = _fuzz_corpus(tmp_path / layout, layout, content)
+    report = ProblemReport()
+    importer = {
+        "librispeech": importers.import_librispeech,
+        "ljspeech": importers.import_ljspeech,
+        "commonvoice": importers.import_commonvoice,
+    }[layout]
+    try:
+        utterances = importer(root, num_workers=1, on_problem=report.add)
+    except PipelineError as error:
+        assert str(root) in str(error) or layout in str(error).lower()
+        return
+    assert len({u.id for u in utterances}) == len(utterances)
+    for utterance in utterances:
+        assert is_within_root(utterance.audio_path, str(root))
+        assert os.path.isfile(utterance.audio_path)
+        assert utterance.duration is not None and utterance.duration > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    content=st.binary(max_size=80)
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["format", "characters", "normalizer", "lowercase", "x"]),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=10,
+    ).map(lambda value: json.dumps({"format": "stenograph.vocabulary", "v": value}).encode())
+)
+def test_vocabulary_files_load_or_raise_our_error(content: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vocabulary.json"
+        path.write_bytes(content)
+        try:
+            vocabulary = Vocabulary.load(path)
+        except TextError as error:
+            assert "vocabulary.json" in str(error)
+            return
+    assert vocabulary.tokens[0] == "<blank>"
