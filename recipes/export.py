@@ -150,10 +150,18 @@ class ServingModule(tf.Module):
         }
 
 
-def load_cpu_model(exp_dir: str | os.PathLike[str], weights: str = "best") -> tuple[Any, ...]:
+def load_cpu_model(
+    exp_dir: str | os.PathLike[str], weights: str = "best", use_cudnn: str | bool = False
+) -> tuple[Any, ...]:
     """Builds an experiment's model with our LSTM kernel and loads its trained weights.
 
     cuDNN and our kernel share variables, so weights trained either way load here.
+
+    Args:
+        exp_dir: Experiment folder.
+        weights: "best", "last" or a weights file.
+        use_cudnn: Overrides the config's choice: False (export: a graph that runs
+            anywhere) or "auto" (transcription: cuDNN when a GPU can run it).
 
     Returns:
         `(config, vocabulary, model)`.
@@ -165,7 +173,7 @@ def load_cpu_model(exp_dir: str | os.PathLike[str], weights: str = "best") -> tu
         )
     config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
     vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
-    cpu_config = dataclasses.replace(config.model, use_cudnn=False)
+    cpu_config = dataclasses.replace(config.model, use_cudnn=use_cudnn)
     model = build_model(cpu_config, config.features, num_classes=len(vocabulary.tokens))
     model.load_weights(resolve_weights(exp_dir, weights))
     return config, vocabulary, model
@@ -433,9 +441,11 @@ class ExportedAcousticModel:
         return log_probs.numpy(), frame_lengths.numpy()
 
 
-def load_experiment_model(exp_dir: str | os.PathLike[str]) -> KerasAcousticModel:
-    """Loads an experiment folder for transcription (our kernel, so it runs anywhere)."""
-    config, vocabulary, model = load_cpu_model(exp_dir)
+def load_experiment_model(
+    exp_dir: str | os.PathLike[str], weights: str = "best"
+) -> KerasAcousticModel:
+    """Loads an experiment folder for transcription (cuDNN only where it can run)."""
+    config, vocabulary, model = load_cpu_model(exp_dir, weights, use_cudnn="auto")
     return KerasAcousticModel(serving_module_for(config, vocabulary, model))
 
 

@@ -72,7 +72,7 @@ class Failure:
 
 
 def discover_sources(
-    inputs: Sequence[str], manifest: str | None = None
+    inputs: Sequence[str], manifest: str | None = None, allow_outside_root: bool = False
 ) -> tuple[list[AudioSource], list[Failure]]:
     """Expands files, folders (recursively) and a manifest into audio sources.
 
@@ -82,6 +82,7 @@ def discover_sources(
     Args:
         inputs: Files and folders.
         manifest: Optional JSON-lines manifest (`pipeline.manifest.read_manifest`).
+        allow_outside_root: Accept manifest audio paths outside the manifest's folder.
 
     Returns:
         `(sources, failures)`.
@@ -100,7 +101,7 @@ def discover_sources(
         else:
             failures.append(Failure(item, "no such file or folder"))
     if manifest:
-        sources += _manifest_sources(manifest, failures)
+        sources += _manifest_sources(manifest, failures, allow_outside_root)
     return sources, failures
 
 
@@ -108,7 +109,9 @@ def _is_audio_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
 
 
-def _manifest_sources(manifest: str, failures: list[Failure]) -> list[AudioSource]:
+def _manifest_sources(
+    manifest: str, failures: list[Failure], allow_outside_root: bool
+) -> list[AudioSource]:
     from stenograph.pipeline.manifest import read_manifest
 
     def record(problem: Any) -> None:
@@ -116,7 +119,9 @@ def _manifest_sources(manifest: str, failures: list[Failure]) -> list[AudioSourc
         failures.append(Failure(where, problem.message))
 
     try:
-        utterances = read_manifest(manifest, on_problem=record)
+        utterances = read_manifest(
+            manifest, on_problem=record, allow_outside_root=allow_outside_root
+        )
     except (OSError, ValueError) as error:
         failures.append(Failure(manifest, str(error)))
         return []
@@ -162,8 +167,12 @@ class Decoder(Protocol):
         ...
 
 
-def load_acoustic_model(path: str) -> AcousticModel:
+def load_acoustic_model(path: str, weights: str = "best") -> AcousticModel:
     """Loads an experiment folder or an exported SavedModel as an `AcousticModel`.
+
+    Args:
+        path: Experiment folder or SavedModel folder.
+        weights: For experiments: "best", "last" or a weights file.
 
     Raises:
         FileNotFoundError: If `path` is neither.
@@ -174,7 +183,7 @@ def load_acoustic_model(path: str) -> AcousticModel:
     if is_saved_model(folder):
         return load_exported_model(folder)
     if (folder / "config.json").is_file():
-        return load_experiment_model(folder)
+        return load_experiment_model(folder, weights)
     raise FileNotFoundError(
         f"Expected an experiment folder (with config.json) or an exported SavedModel "
         f"(with saved_model.pb). Received: model={path!r}"
@@ -487,6 +496,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", help="audio files and folders (searched recursively)")
     parser.add_argument("--manifest", help="JSON-lines manifest of utterances to transcribe")
     parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept manifest audio paths outside the manifest's folder",
+    )
+    parser.add_argument(
+        "--weights", default="best", help="experiment weights: best, last or a .weights.h5 file"
+    )
+    parser.add_argument(
         "--format",
         dest="formats",
         action="append",
@@ -494,7 +511,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output format; repeat for several (default: text)",
     )
     parser.add_argument("--output-dir", help="write one file per input and format here")
-    parser.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="greedy")
+    parser.add_argument(
+        "--decoder",
+        choices=("greedy", "beam", "lm"),
+        default="greedy",
+        help="CTC decoding: best path, prefix beam search, or beam search with --lm",
+    )
     parser.add_argument("--beam-width", type=int, default=None, help="beam width (implies beam)")
     parser.add_argument("--lm", dest="lm_path", help="KenLM model for --decoder lm")
     parser.add_argument("--alpha", type=float, default=None, help="LM weight")
@@ -528,7 +550,7 @@ def decoder_options(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Runs `stenograph transcribe`; returns the exit code (1 if any input failed)."""
     formats = args.formats or ["text"]
-    sources, failures = discover_sources(args.inputs, args.manifest)
+    sources, failures = discover_sources(args.inputs, args.manifest, args.allow_outside_root)
     if not sources and not failures:
         print("transcribe: give audio files, folders or --manifest", file=sys.stderr)
         return 2
@@ -543,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
         _report_failure(failure)
     from .decoding import make_decoder
 
-    model = load_acoustic_model(args.model)
+    model = load_acoustic_model(args.model, args.weights)
     decoder = make_decoder(vocabulary=model.vocabulary, **decoder_options(args))
     writer = OutputWriter(sources, formats, args.output_dir)
     report = transcribe_sources(
