@@ -573,20 +573,21 @@ class TrainingRun:
             return dataset.skip(skip)
 
         shard = shard_utterances(self.train_utterances, self.worker_index, self.num_workers)
-        # Replicas must run the same number of steps: a fixed count per epoch that
-        # every worker can produce (at least this many batches exist per shard).
-        steps = len(shard) // (
-            self.config.data.batch_size * self.strategy.num_replicas_in_sync // self.num_workers
-        )
+        # Each step takes one batch per local replica. Every replica must run the
+        # same number of steps, so an epoch is a fixed count of steps that every
+        # worker's shard can fill (repeating it if utterances get dropped).
+        local_replicas = max(1, self.strategy.num_replicas_in_sync // self.num_workers)
+        steps = len(shard) // (self.config.data.batch_size * local_replicas)
         if steps == 0:
             raise ValueError(
                 f"Each of the {self.num_workers} workers gets {len(shard)} utterances, fewer than "
-                f"one batch of data.batch_size={self.config.data.batch_size}."
+                f"one batch of data.batch_size={self.config.data.batch_size} per replica."
             )
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             local = make_dataset(shard, self.vocabulary, self.config, True, seed, self.data_report)
-            return local.repeat().take(steps).skip(skip)
+            batches = local.repeat().take(steps * local_replicas)  # per-replica batches
+            return batches.skip(skip * local_replicas)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 

@@ -99,3 +99,61 @@ def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
     assert any(not np.array_equal(final[0][n], initial[n]) for n in names), "weights never moved"
     # Only the chief writes the experiment folder.
     assert (tmp_path / "exp" / "checkpoints" / "step-00000004").is_dir()
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from stenograph.recipes import train as train_lib
+    from stenograph.recipes.config import ExperimentConfig
+
+    # Two logical CPUs stand in for two GPUs.
+    train_lib.make_strategy = lambda name: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    run = train_lib.TrainingRun(ExperimentConfig.load(sys.argv[1]), sys.argv[2])
+    run.setup()
+    state = run.run()
+    print(json.dumps({"replicas": run.strategy.num_replicas_in_sync, "step": state.step,
+                      "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_take_one_batch_each_per_step(tmp_path):
+    train, valid = repeated_manifest(tmp_path / "data", copies=2)  # 16 utterances
+    config = tiny_config(
+        train,
+        valid,
+        **{
+            "train.strategy": "mirrored",
+            "train.max_steps": 6,
+            "data.batch_size": 2,
+            "train.epochs": 5,
+        },
+    )
+    config.save(tmp_path / "config.json")
+    (tmp_path / "mirrored.py").write_text(MIRRORED)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "mirrored.py"),
+            str(tmp_path / "config.json"),
+            str(tmp_path / "exp"),
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 16 utterances / (2 per batch x 2 replicas) = 4 steps per epoch; 6 steps = 1.5 epochs.
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "replicas": 2,
+        "step": 6,
+        "epoch": 1,
+        "batch_in_epoch": 2,
+    }
