@@ -173,3 +173,18 @@ def test_bad_arguments():
         BiLSTMStack(H, merge_mode="max")
     with pytest.raises(ValueError, match="num_layers"):
         BiLSTMStack(H, num_layers=0)
+
+
+def test_savedmodel_export_runs_without_python(rng, tmp_path):
+    """The layers survive `model.export` (SavedModel) with lengths as an input."""
+    from stenograph.layers import LSTM
+
+    features = keras.Input((None, D))
+    lengths = keras.Input((), dtype="int32")
+    hidden = BiLSTMStack(H, num_layers=2)(features, sequence_lengths=lengths)
+    model = keras.Model([features, lengths], LSTM(3, return_sequences=True)(hidden))
+    x, lens = _x(rng), LENGTHS.astype("int32")
+    model.export(str(tmp_path / "saved"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep a reference: owns variables
+    served = loaded.serve([x, lens])
+    np.testing.assert_allclose(served.numpy(), model([x, lens]).numpy(), atol=1e-6)
