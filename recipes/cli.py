@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stenograph.recipes.transcribe",
     "stenograph.recipes.export",
     "stenograph.recipes.lm",
+    "stenograph.recipes.commands.generate",  # generate-commands
 )
 
 _log = logging.getLogger("stenograph")

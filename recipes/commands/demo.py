@@ -1,0 +1,7 @@
+"""`stenograph demo`: the spoken-commands recipe end to end (see `recipe.py`)."""
+
+from __future__ import annotations
+
+from .recipe import register, run_command, run_demo
+
+__all__ = ["register", "run_command", "run_demo"]

@@ -1,0 +1,690 @@
+"""The spoken-commands recipe and `stenograph demo`: train, evaluate, LM, export, transcribe.
+
+Usage (exact commands; timings and WER in RESULTS.md):
+
+    stenograph demo                                 # everything below, into ./exp/demo
+    stenograph demo --out exp/demo --minutes 10 --epochs 40 --precision mixed_bfloat16
+    stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
+
+It runs, in order (rerunning the command resumes: prepared data is kept, training
+continues from its newest checkpoint, and only the cheap stages after it run again):
+
+    1. prepare     the shipped corpus (recipes/commands/data) or `--generate N` new
+                   sentences -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
+    2. train       2xBiLSTM-CTC on log-mels with speed/noise/gain/SpecAugment, within
+                   the `--minutes` budget -> <out>/model (checkpoints, best weights)
+    3. lm          a KenLM 4-gram of the training transcripts, its weights tuned on dev
+                   -> <out>/model/lm/, <out>/model/decoding.json
+    4. evaluate    held-out speakers and sentences (test, and dev): WER and CER with
+                   jiwer, greedy vs beam vs beam+LM -> <out>/model/eval/
+    5. export      a SavedModel that takes raw audio -> <out>/export
+    6. transcribe  a few held-out test files with the exported model, reference and
+                   hypothesis side by side
+
+Only the test split is reported as the result; every choice (the recipe's settings,
+the LM weights) is made on dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stenograph.pipeline.manifest import Utterance, read_manifest
+
+from ..config import ExperimentConfig
+from ..runner import PreparedPaths, Recipe, prepare
+from . import SHIPPED_CORPUS_DIR
+
+_log = logging.getLogger("stenograph.demo")
+
+DEFAULT_OUT = Path("exp/demo")
+DEFAULT_EPOCHS = 40
+DEFAULT_MINUTES = 10.0
+DEFAULT_PRECISION = "mixed_bfloat16"  # ~4x faster matmuls on CPUs with AMX (DESIGN.md)
+BATCH_SIZE = 32
+LM_ORDER = 4
+BEAM_WIDTH = 32
+TRANSCRIBE_EXAMPLES = 8
+# Alpha/beta grid for LM fusion, searched on dev.
+LM_ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+LM_BETAS = (0.0, 1.0, 2.0, 3.0)
+
+# ---------------------------------------------------------------------------
+# Config: what the recipe trains.
+
+# Waveform augmentation on every epoch (pauses in the shipped audio are digitally
+# silent, so noise and dither keep the model from relying on exact zeros), then
+# SpecAugment on the log-mels. Widths suit 80 mel bins and ~1.7 s utterances.
+AUGMENTATION: dict[str, Any] = {
+    "speed_range": [0.85, 1.15],
+    "speed_probability": 0.8,
+    "noise_probability": 0.6,
+    "snr_range": [5.0, 30.0],
+    "noise_kinds": ["white", "pink", "babble"],
+    "gain_db_range": [-10.0, 10.0],
+    "freq_masks": 2,
+    "freq_mask_width": 12,
+    "time_masks": 2,
+    "time_mask_width": 15,
+    "time_mask_ratio": 0.15,
+}
+
+CONFIG_OVERRIDES: dict[str, Any] = {
+    "data.batch_size": BATCH_SIZE,
+    # The corpus is 30 minutes: keep decoded audio in memory, augment after the cache.
+    "data.dataset": {"augment": AUGMENTATION, "cache": "memory", "shuffle_buffer_size": 1024},
+    "features.dither": 1e-4,
+    "model.dropout": 0.15,
+    "train.learning_rate": 2e-3,
+    "train.warmup_steps": 100,
+    "train.final_learning_rate_ratio": 0.02,
+    "train.checkpoint_every": 100,
+    "train.keep_checkpoints": 2,
+    "train.patience": 0,  # the time budget stops the run; best weights are kept by dev WER
+    "train.log_every": 20,
+}
+
+
+def commands_config(
+    base: ExperimentConfig, num_train: int, epochs: int, precision: str
+) -> ExperimentConfig:
+    """The recipe's training config: the prepared config plus the demo's schedule.
+
+    Args:
+        base: The prepared config (manifests, vocabulary, model preset and the
+            recipe's overrides).
+        num_train: Training utterances (sets the cosine decay length).
+        epochs: Planned epochs; the learning rate decays over all of them.
+        precision: "float32", "mixed_bfloat16" or "mixed_float16".
+
+    Returns:
+        The resolved config.
+    """
+    steps_per_epoch = math.ceil(num_train / base.data.batch_size)
+    warmup = base.train.warmup_steps
+    return base.override(
+        {
+            "train.epochs": epochs,
+            "train.decay_steps": max(1, epochs * steps_per_epoch - warmup),
+            "train.precision": precision,
+        }
+    )
+
+
+# ---------------------------------------------------------------------------
+# Stage 1: prepare.
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--corpus`: a generated corpus folder (default: the shipped copy)."""
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=SHIPPED_CORPUS_DIR,
+        help="folder with train/dev/test.jsonl from the generator (default: the shipped copy)",
+    )
+
+
+def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
+    """Reads the generator's three manifests (audio paths resolve against the folder)."""
+    corpus = Path(args.corpus)
+    splits = {}
+    for split in ("train", "dev", "test"):
+        manifest = corpus / f"{split}.jsonl"
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"{manifest} is missing; a commands corpus has train.jsonl, dev.jsonl and "
+                f"test.jsonl (make one with `stenograph generate-commands --out {corpus}`)."
+            )
+        splits[split] = read_manifest(manifest)
+    return splits
+
+
+RECIPE = Recipe(
+    name="commands",
+    description="spoken commands made with Debian's TTS engines (shipped, or --generate N)",
+    add_arguments=add_arguments,
+    import_splits=import_splits,
+    train_splits=["train"],
+    valid_split="dev",
+    test_splits=["test"],
+    preset="small",
+    config_overrides=CONFIG_OVERRIDES,
+)
+
+
+def generate(out: Path, num_sentences: int, workers: int) -> Path:
+    """Makes a new corpus with the installed TTS engines (skipped if already there).
+
+    Raises:
+        ValueError: If no engine is installed (the message names the packages).
+    """
+    from .generate import generate_corpus
+
+    corpus = out / "corpus"
+    if (corpus / "corpus.json").is_file():
+        _log.info("corpus: %s exists, reusing it", corpus)
+        return corpus
+    summary = generate_corpus(
+        corpus, num_sentences=num_sentences, seed=0, max_words=6, workers=workers
+    )
+    _log.info("corpus: generated %s", json.dumps(summary.get("statistics", {}))[:300])
+    return corpus
+
+
+def prepare_data(out: Path, corpus: Path) -> PreparedPaths:
+    """Stage 1: manifests checked, vocabulary and config in `<out>/data` (rerun-safe)."""
+    return prepare(RECIPE, argparse.Namespace(corpus=corpus), out / "data")
+
+
+# ---------------------------------------------------------------------------
+# Stage 2: train within a time budget.
+
+
+def completed_epochs(exp_dir: Path) -> int:
+    """Epochs finished by the newest checkpoint of an experiment (0 if none)."""
+    from ..experiment import latest_checkpoint
+
+    checkpoint = latest_checkpoint(exp_dir)
+    if checkpoint is None:
+        return 0
+    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    return int(state.get("epoch", 0))
+
+
+def last_epoch_seconds(exp_dir: Path) -> float | None:
+    """Wall-clock seconds of the most recent epoch in `history.jsonl` (with validation)."""
+    history = exp_dir / "history.jsonl"
+    if not history.is_file():
+        return None
+    seconds = [json.loads(line).get("seconds") for line in history.read_text().splitlines()]
+    seconds = [s for s in seconds if s]
+    return float(seconds[-1]) if seconds else None
+
+
+def epochs_within_budget(
+    done: int, planned: int, seconds_left: float, seconds_per_epoch: float
+) -> int:
+    """How many epochs in total to have trained, given the time left.
+
+    Args:
+        done: Epochs already trained.
+        planned: The recipe's planned epochs.
+        seconds_left: Training time left in the budget.
+        seconds_per_epoch: Measured cost of one epoch (training and validation).
+
+    Returns:
+        A total between `done` and `planned`.
+    """
+    if seconds_per_epoch <= 0:
+        return planned
+    affordable = int(max(0.0, seconds_left) // seconds_per_epoch)
+    return max(done, min(planned, done + affordable))
+
+
+def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -> dict[str, Any]:
+    """Stage 2: trains (or resumes) for at most `config.train.epochs` within `minutes`.
+
+    Two epochs are trained first to measure the cost of one on this machine; the
+    run then continues for as many epochs as fit in the rest of the budget. A
+    run cut short by the budget continues where it stopped on the next call.
+
+    Returns:
+        What happened: epochs trained, planned, seconds, and whether the budget cut it.
+    """
+    from ..train import train
+
+    started = time.monotonic()
+    planned = config.train.epochs
+    done = completed_epochs(exp_dir)
+    state = None
+    if done < planned and last_epoch_seconds(exp_dir) is None:
+        warmup_epochs = min(planned, done + 2)
+        _log.info("train: epochs %d-%d measure the speed of this machine", done + 1, warmup_epochs)
+        state = train(config.override({"train.epochs": warmup_epochs}), exp_dir)
+        done = completed_epochs(exp_dir)
+    hit_step_limit = state is not None and state.stop_reason == "reached train.max_steps"
+    if done < planned and not hit_step_limit:
+        seconds_left = minutes * 60 - (time.monotonic() - started)
+        per_epoch = last_epoch_seconds(exp_dir) or 0.0
+        target = epochs_within_budget(done, planned, seconds_left, per_epoch)
+        _log.info(
+            "train: %.1f s per epoch, %.1f min left in the budget: epochs %d-%d of %d",
+            per_epoch,
+            seconds_left / 60,
+            done + 1,
+            target,
+            planned,
+        )
+        if target > done:
+            train(config.override({"train.epochs": target}), exp_dir)
+    trained = completed_epochs(exp_dir)
+    if trained < planned:
+        _log.warning(
+            "train: the %.0f-minute budget allowed %d of %d epochs; rerun the same command "
+            "to continue (or raise --minutes)",
+            minutes,
+            trained,
+            planned,
+        )
+    return {
+        "epochs": trained,
+        "planned_epochs": planned,
+        "seconds": round(time.monotonic() - started, 1),
+        "cut_by_budget": trained < planned,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Stage 3: the language model.
+
+
+def lm_unavailable_reason() -> str | None:
+    """None when KenLM's programs are ready, else what to install or run."""
+    from ..lm import find_kenlm_tools, missing_build_prerequisites
+
+    if find_kenlm_tools() is not None:
+        return None
+    missing = missing_build_prerequisites()
+    steps = (
+        f"apt-get install -y {' '.join(sorted(set(missing)))}, then " if missing else ""
+    ) + "stenograph lm install-tools"
+    return (
+        "KenLM's lmplz/build_binary are not built, so LM decoding is skipped. To add it: "
+        f"{steps} (about a minute), then rerun this command: training is not repeated."
+    )
+
+
+def build_and_tune_lm(
+    exp_dir: Path,
+    dev_manifest: Path,
+    alphas: Sequence[float] = LM_ALPHAS,
+    betas: Sequence[float] = LM_BETAS,
+) -> dict[str, Any]:
+    """Stage 3: a word n-gram of the training transcripts, alpha/beta tuned on dev.
+
+    Args:
+        exp_dir: The trained experiment (its training transcripts make the LM).
+        dev_manifest: Where the LM weights are chosen (never the test split).
+        alphas: LM weights to try.
+        betas: Word insertion bonuses to try.
+
+    Returns:
+        `{"lm_path", "alpha", "beta", "dev_wer", "greedy_dev_wer"}`.
+    """
+    from ..decoding import make_decoder
+    from ..lm import (
+        build_lm,
+        experiment_log_probs,
+        experiment_transcripts,
+        tune_lm_weights,
+        weight_grid,
+        write_decoding_choice,
+    )
+
+    sentences, normalize = experiment_transcripts(exp_dir)
+    files = build_lm(sentences, exp_dir / "lm", order=LM_ORDER, normalize=normalize)
+    _log.info(
+        "lm: %d-gram of %d training sentences (%d words) -> %s",
+        files.order,
+        files.num_sentences,
+        files.num_words,
+        files.binary,
+    )
+    vocabulary, log_probs, references = experiment_log_probs(exp_dir, dev_manifest)
+
+    def factory(alpha: float, beta: float) -> Any:
+        return make_decoder("lm", vocabulary, BEAM_WIDTH, files.binary, alpha, beta)
+
+    result = tune_lm_weights(log_probs, references, factory, weight_grid(alphas, betas))
+    best = result.best
+    _log.info("lm: best on dev alpha=%g beta=%g, WER %.2f%%", best.alpha, best.beta, 100 * best.wer)
+    choice = {
+        "decoder": "lm",
+        "lm_path": str(files.binary),
+        "alpha": best.alpha,
+        "beta": best.beta,
+        "beam_width": BEAM_WIDTH,
+        "dev_manifest": str(dev_manifest),
+        "dev_wer": best.wer,
+        "trials": [dataclasses.asdict(trial) for trial in result.trials],
+    }
+    write_decoding_choice(exp_dir, choice)
+    return choice
+
+
+# ---------------------------------------------------------------------------
+# Stage 4: evaluate.
+
+
+def evaluate_decoders(
+    exp_dir: Path, manifest: Path, lm_choice: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Stage 4: WER/CER (jiwer) of greedy, beam and (if built) LM decoding on a manifest.
+
+    Returns:
+        Decoder name -> `{"wer", "cer", "words", "word_errors", "utterances", "report"}`.
+    """
+    from ..evaluate import evaluate
+
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("greedy", {"decoder": "greedy"}),
+        ("beam", {"decoder": "beam", "beam_width": BEAM_WIDTH}),
+    ]
+    if lm_choice is not None:
+        runs.append(
+            (
+                "lm",
+                {
+                    "decoder": "lm",
+                    "beam_width": BEAM_WIDTH,
+                    "lm_path": lm_choice["lm_path"],
+                    "alpha": lm_choice["alpha"],
+                    "beta": lm_choice["beta"],
+                },
+            )
+        )
+    results = {}
+    for name, options in runs:
+        summary = evaluate(exp_dir, manifest, **options)
+        results[name] = {
+            "wer": summary.wer,
+            "cer": summary.cer,
+            "words": summary.words,
+            "word_errors": summary.word_errors,
+            "utterances": summary.utterances,
+            "skipped": summary.skipped,
+            "report": summary.report,
+        }
+    return results
+
+
+def format_scores(split: str, results: dict[str, dict[str, Any]]) -> str:
+    """A small table: one row per decoder with WER and CER in percent."""
+    lines = [f"{split}: {'decoder':<8} {'WER':>7} {'CER':>7}  (word errors / words)"]
+    for name, score in results.items():
+        lines.append(
+            f"{'':{len(split) + 2}}{name:<8} {100 * score['wer']:6.2f}% {100 * score['cer']:6.2f}%"
+            f"  ({score['word_errors']}/{score['words']}, {score['utterances']} utterances)"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Stages 5 and 6: export, then transcribe held-out files with the export.
+
+
+def export_model(exp_dir: Path, export_dir: Path) -> dict[str, Any]:
+    """Stage 5: the SavedModel (raw audio in, text and log-probabilities out)."""
+    from ..export import export_experiment
+
+    result = export_experiment(exp_dir, export_dir, overwrite=True)
+    return {"saved_model": str(result.saved_model), "seconds": round(result.seconds, 1)}
+
+
+def pick_examples(utterances: Sequence[Utterance], count: int) -> list[Utterance]:
+    """`count` utterances spread evenly over a split, a different speaker each if possible."""
+    if count <= 0 or not utterances:
+        return []
+    step = max(1, len(utterances) // count)
+    ordered = list(utterances[::step]) + [u for u in utterances if u not in utterances[::step]]
+    chosen: list[Utterance] = []
+    speakers: set[str | None] = set()
+    for utterance in ordered:  # first, one per speaker
+        if len(chosen) < count and utterance.speaker not in speakers:
+            chosen.append(utterance)
+            speakers.add(utterance.speaker)
+    for utterance in ordered:  # then fill up with the rest
+        if len(chosen) < count and utterance not in chosen:
+            chosen.append(utterance)
+    return chosen
+
+
+def transcribe_examples(
+    export_dir: Path, examples: Sequence[Utterance], lm_choice: dict[str, Any] | None
+) -> list[dict[str, str]]:
+    """Stage 6: transcribes files with the exported SavedModel (LM decoding when built).
+
+    Returns:
+        One `{"file", "speaker", "reference", "hypothesis"}` per example, in order.
+    """
+    from ..decoding import make_decoder
+    from ..export import load_exported_model
+    from ..transcribe import AudioSource, transcribe_sources
+
+    model = load_exported_model(export_dir)
+    if lm_choice is None:
+        decoder = make_decoder("greedy", model.vocabulary)
+    else:
+        decoder = make_decoder(
+            "lm",
+            model.vocabulary,
+            BEAM_WIDTH,
+            lm_choice["lm_path"],
+            lm_choice["alpha"],
+            lm_choice["beta"],
+        )
+    sources = [AudioSource(u.audio_path, u.id, reference=u.text) for u in examples]
+    hypotheses: dict[int, str] = {}
+    failures: dict[int, str] = {}
+    transcribe_sources(
+        sources,
+        model,
+        decoder,
+        on_transcript=lambda index, transcript: hypotheses.__setitem__(index, transcript.text),
+        on_failure=lambda index, failure: failures.__setitem__(index, failure.reason),
+        progress=True,
+    )
+    return [
+        {
+            "file": Path(u.audio_path).name,
+            "speaker": u.speaker or "",
+            "reference": model.vocabulary.normalize(u.text),
+            "hypothesis": hypotheses.get(i, f"<failed: {failures.get(i, 'no output')}>"),
+        }
+        for i, u in enumerate(examples)
+    ]
+
+
+def format_side_by_side(rows: Sequence[dict[str, str]]) -> str:
+    """Reference and hypothesis in two columns; `*` marks a difference."""
+    width = max([len("reference")] + [len(r["reference"]) for r in rows])
+    lines = [f"  {'file':<16} {'reference':<{width}}   hypothesis"]
+    for row in rows:
+        mark = " " if row["reference"] == row["hypothesis"] else "*"
+        lines.append(f"{mark} {row['file']:<16} {row['reference']:<{width}}   {row['hypothesis']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# The whole demo.
+
+
+def run_demo(
+    out: Path,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    minutes: float = DEFAULT_MINUTES,
+    precision: str = DEFAULT_PRECISION,
+    generate_sentences: int = 0,
+    workers: int = 2,
+    max_steps: int = 0,
+    examples: int = TRANSCRIBE_EXAMPLES,
+    lm_weights: tuple[Sequence[float], Sequence[float]] = (LM_ALPHAS, LM_BETAS),
+) -> dict[str, Any]:
+    """Runs every stage (see the module docstring) and writes `<out>/demo_summary.json`.
+
+    Args:
+        out: Output folder (data/, model/, export/).
+        epochs: Planned training epochs (the learning-rate schedule spans them).
+        minutes: Training time budget; later stages are not counted in it.
+        precision: Training precision.
+        generate_sentences: If > 0, generate a corpus of this many sentences with
+            the installed TTS engines instead of using the shipped copy.
+        workers: Processes for corpus generation.
+        max_steps: Stop training after this many steps in total (0 = no limit;
+            for smoke tests).
+        examples: Held-out files to transcribe.
+        lm_weights: The (alphas, betas) grid searched on dev.
+
+    Returns:
+        The summary: timings, training, LM choice, scores and transcripts.
+    """
+    started = time.monotonic()
+    # Evaluating several decoders retraces tf.functions on new batch shapes by design;
+    # TensorFlow's advice about it is noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {"out": str(out), "precision": precision}
+
+    def stage(name: str, number: int) -> None:
+        print(f"\n== [{number}/6] {name} ({_elapsed(started)}) ==", flush=True)
+
+    stage("prepare", 1)
+    corpus = SHIPPED_CORPUS_DIR
+    if generate_sentences:
+        corpus = generate(out, generate_sentences, workers)
+    paths = prepare_data(out, corpus)
+    train_utterances = read_manifest(paths.train_manifest, allow_outside_root=True)
+    timings["prepare"] = time.monotonic() - started
+
+    stage("train", 2)
+    exp_dir = out / "model"
+    config = commands_config(
+        ExperimentConfig.load(paths.config), len(train_utterances), epochs, precision
+    )
+    if max_steps:
+        config = config.override({"train.max_steps": max_steps})
+    mark = time.monotonic()
+    summary["train"] = train_with_budget(config, exp_dir, minutes)
+    timings["train"] = time.monotonic() - mark
+
+    stage("language model", 3)
+    mark = time.monotonic()
+    reason = lm_unavailable_reason()
+    lm_choice = None
+    if reason is None:
+        lm_choice = build_and_tune_lm(exp_dir, paths.manifest("dev"), *lm_weights)
+    else:
+        print(reason)
+    summary["lm"] = lm_choice or {"skipped": reason}
+    timings["lm"] = time.monotonic() - mark
+
+    stage("evaluate on held-out speakers and sentences", 4)
+    mark = time.monotonic()
+    summary["scores"] = {}
+    for split in ("test", "dev"):
+        summary["scores"][split] = evaluate_decoders(exp_dir, paths.manifest(split), lm_choice)
+        print(format_scores(split, summary["scores"][split]), flush=True)
+    timings["evaluate"] = time.monotonic() - mark
+
+    stage("export", 5)
+    mark = time.monotonic()
+    summary["export"] = export_model(exp_dir, out / "export")
+    print(f"SavedModel: {summary['export']['saved_model']}")
+    timings["export"] = time.monotonic() - mark
+
+    stage("transcribe held-out test files with the exported model", 6)
+    mark = time.monotonic()
+    test = read_manifest(paths.manifest("test"), allow_outside_root=True)
+    rows = transcribe_examples(out / "export", pick_examples(test, examples), lm_choice)
+    print(format_side_by_side(rows))
+    summary["transcripts"] = rows
+    timings["transcribe"] = time.monotonic() - mark
+
+    timings["total"] = time.monotonic() - started
+    summary["seconds"] = {name: round(value, 1) for name, value in timings.items()}
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"\ndemo finished in {_elapsed(started)}; summary: {out / 'demo_summary.json'}")
+    return summary
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}:{seconds % 60:02d} elapsed"
+
+
+# ---------------------------------------------------------------------------
+# Command line.
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the `stenograph demo` options."""
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
+        help="training time budget in minutes (rerun to continue an unfinished run)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=DEFAULT_EPOCHS, help="planned training epochs"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        default=DEFAULT_PRECISION,
+        help="training precision (mixed_bfloat16: fast on CPUs with AMX; mixed_float16: GPUs)",
+    )
+    parser.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generate N new sentences with the installed TTS engines instead of the shipped "
+        "corpus",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="processes for --generate")
+    parser.add_argument(
+        "--max-steps", type=int, default=0, help="stop training after N steps (smoke runs)"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=TRANSCRIBE_EXAMPLES, help="held-out files to transcribe"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `stenograph demo`."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="train, evaluate, export and try a model on the shipped spoken-commands corpus",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_demo_arguments(parser)
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Runs `stenograph demo`."""
+    if args.epochs < 1 or args.minutes <= 0:
+        raise ValueError(
+            f"--epochs must be >= 1 and --minutes > 0. Received: epochs={args.epochs}, "
+            f"minutes={args.minutes}"
+        )
+    run_demo(
+        args.out,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        precision=args.precision,
+        generate_sentences=args.generate,
+        workers=args.workers,
+        max_steps=args.max_steps,
+        examples=args.examples,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from ..cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

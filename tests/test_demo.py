@@ -1,0 +1,150 @@
+"""`stenograph demo` and the commands recipe: budget arithmetic, outputs, a bounded smoke run."""
+
+import argparse
+import json
+
+import pytest
+
+from stenograph.pipeline.manifest import Utterance
+from stenograph.recipes import cli
+from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe
+from stenograph.recipes.config import ExperimentConfig, model_preset
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+@pytest.mark.parametrize(
+    ("done", "planned", "seconds_left", "per_epoch", "expected"),
+    [
+        (2, 40, 600.0, 20.0, 32),  # 30 more epochs fit
+        (2, 10, 600.0, 20.0, 10),  # never beyond the plan
+        (5, 40, 10.0, 20.0, 5),  # not even one more
+        (5, 40, -30.0, 20.0, 5),  # over budget already
+        (0, 40, 100.0, 0.0, 40),  # no measurement: the plan
+        (40, 40, 600.0, 20.0, 40),
+    ],
+)
+def test_epochs_within_budget(done, planned, seconds_left, per_epoch, expected):
+    assert recipe.epochs_within_budget(done, planned, seconds_left, per_epoch) == expected
+
+
+def test_commands_config_decays_over_the_planned_epochs():
+    base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
+    config = recipe.commands_config(base, num_train=827, epochs=30, precision="mixed_bfloat16")
+    steps_per_epoch = 26  # ceil(827 / 32)
+    assert config.train.epochs == 30
+    assert config.train.decay_steps == 30 * steps_per_epoch - config.train.warmup_steps
+    assert config.train.precision == "mixed_bfloat16"
+    # The recipe trains with waveform augmentation, SpecAugment and dither on.
+    augment = config.data.dataset["augment"]
+    assert augment["noise_probability"] > 0 and augment["speed_range"] is not None
+    assert augment["freq_masks"] > 0 and augment["time_masks"] > 0
+    assert config.features.dither > 0
+
+
+def test_pick_examples_spreads_over_speakers():
+    utterances = [
+        Utterance(f"u{i}", f"/a/u{i}.flac", "go", 1.0, speaker=f"s{i // 10}") for i in range(60)
+    ]
+    chosen = recipe.pick_examples(utterances, 4)
+    assert len(chosen) == 4
+    assert len({u.speaker for u in chosen}) == 4
+    assert recipe.pick_examples(utterances, 0) == []
+    assert len(recipe.pick_examples(utterances[:2], 5)) == 2
+
+
+def test_side_by_side_marks_differences():
+    rows = [
+        {"file": "a.flac", "speaker": "x", "reference": "go back", "hypothesis": "go back"},
+        {"file": "b.flac", "speaker": "y", "reference": "turn left", "hypothesis": "turn lift"},
+    ]
+    lines = recipe.format_side_by_side(rows).splitlines()
+    assert lines[1].startswith("  a.flac") and lines[2].startswith("* b.flac")
+    assert "turn left" in lines[2] and lines[2].endswith("turn lift")
+
+
+def test_format_scores_prints_wer_and_cer_per_decoder():
+    table = recipe.format_scores(
+        "test",
+        {"greedy": {"wer": 0.125, "cer": 0.05, "word_errors": 5, "words": 40, "utterances": 9}},
+    )
+    assert "greedy" in table and "12.50%" in table and "5.00%" in table and "(5/40" in table
+
+
+def test_missing_kenlm_tools_say_what_to_install(monkeypatch):
+    from stenograph.recipes import lm
+
+    monkeypatch.setattr(lm, "find_kenlm_tools", lambda *a, **k: None)
+    monkeypatch.setattr(lm, "missing_build_prerequisites", lambda *a, **k: ["cmake", "zlib1g-dev"])
+    reason = recipe.lm_unavailable_reason()
+    assert "apt-get install -y cmake zlib1g-dev" in reason
+    assert "stenograph lm install-tools" in reason and "rerun" in reason
+
+
+def test_import_splits_reads_the_shipped_corpus_and_names_a_missing_manifest(tmp_path):
+    splits = recipe.import_splits(argparse.Namespace(corpus=SHIPPED_CORPUS_DIR))
+    assert {name: len(items) >= 80 for name, items in splits.items()} == {
+        "train": True,
+        "dev": True,
+        "test": True,
+    }
+    assert all(u.audio_path.endswith(".flac") for u in splits["test"])
+    with pytest.raises(FileNotFoundError, match="train.jsonl"):
+        recipe.import_splits(argparse.Namespace(corpus=tmp_path))
+
+
+def test_cli_registers_demo_and_generate_commands():
+    parser = cli.build_parser()
+    args = parser.parse_args(["demo", "--out", "x", "--minutes", "3", "--epochs", "7"])
+    assert args.handler is recipe.run_command
+    assert (args.minutes, args.epochs, args.precision) == (3.0, 7, "mixed_bfloat16")
+    generate = parser.parse_args(["generate-commands", "--out", "y", "--num-sentences", "4"])
+    assert generate.handler.__module__ == "stenograph.recipes.commands.generate"
+
+
+def test_demo_rejects_a_zero_budget(caplog):
+    assert cli.main(["demo", "--out", "x", "--minutes", "0"]) == 1
+    assert "minutes=0.0" in caplog.text and "--minutes > 0" in caplog.text
+
+
+# --------------------------------------------------------------------------- the demo path
+
+
+@pytest.mark.slow
+def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
+    tmp_path, kenlm_tools, monkeypatch, capsys
+):
+    out = tmp_path / "demo"
+    options = {"epochs": 1, "minutes": 5.0, "examples": 2, "lm_weights": ((0.5,), (1.0,))}
+    summary = recipe.run_demo(out, max_steps=3, **options)
+
+    printed = capsys.readouterr().out
+    for split in ("test", "dev"):
+        assert set(summary["scores"][split]) == {"greedy", "beam", "lm"}
+        for score in summary["scores"][split].values():
+            assert score["utterances"] >= 80 and score["cer"] >= 0.0
+    assert "test: decoder" in printed and "reference" in printed and "hypothesis" in printed
+    assert (out / "export" / "saved_model.pb").is_file()
+    assert (out / "model" / "lm" / "lm.binary").is_file()
+    assert len(summary["transcripts"]) == 2
+    assert all(row["reference"] for row in summary["transcripts"])
+    assert json.loads((out / "demo_summary.json").read_text())["seconds"]["total"] > 0
+    first_step = _checkpoint_step(out)
+    assert first_step == 3
+
+    # Rerun with KenLM hidden: training continues from step 3 (not from 0) and the
+    # demo still completes, saying what to install for the LM.
+    monkeypatch.setattr(recipe, "lm_unavailable_reason", lambda: "KenLM missing: install it")
+    summary = recipe.run_demo(out, max_steps=5, **options)
+    assert _checkpoint_step(out) == 5
+    assert set(summary["scores"]["test"]) == {"greedy", "beam"}
+    assert summary["lm"] == {"skipped": "KenLM missing: install it"}
+    assert "KenLM missing: install it" in capsys.readouterr().out
+    assert (out / "export" / "saved_model.pb").is_file()
+
+
+def _checkpoint_step(out):
+    from stenograph.recipes.experiment import latest_checkpoint
+
+    checkpoint = latest_checkpoint(out / "model")
+    return json.loads((checkpoint / "state.json").read_text())["step"]
