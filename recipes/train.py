@@ -459,6 +459,10 @@ class StepCallback(keras.callbacks.Callback):
         if train.max_steps and state.step >= train.max_steps:
             self.model.stop_training = True
 
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Returns control to `TrainingRun` after each epoch (validation, checkpoint)."""
+        self.model.stop_training = True
+
 
 # ---------------------------------------------------------------------------
 # The run.
@@ -663,7 +667,9 @@ class TrainingRun:
             warnings.filterwarnings("ignore", message=".*ran out of data.*")
             self.trainer.fit(
                 dataset,
-                epochs=self.state.epoch + 1,
+                # One epoch per call (StepCallback stops at its end); `epochs` is
+                # the total so the progress bar reads "Epoch 3/20".
+                epochs=max(self.config.train.epochs, self.state.epoch + 1),
                 initial_epoch=self.state.epoch,
                 callbacks=[callback],
                 verbose=self.config.train.verbose if self.is_chief else 0,
