@@ -239,3 +239,15 @@ def test_default_backend_is_installed():
 def test_unigrams_path_for():
     assert str(unigrams_path_for("exp/lm/lm.binary")) == "exp/lm/lm.unigrams.txt"
     assert str(unigrams_path_for("exp/lm/lm.arpa")) == "exp/lm/lm.unigrams.txt"
+
+
+def test_pipeline_vocabulary_works_as_is():
+    from stenograph.pipeline.text import Vocabulary
+
+    vocabulary = Vocabulary.from_alphabet(TOKENS[1:])
+    assert vocabulary.tokens[1:] == TOKENS[1:]  # blank at 0, then our ids
+    log_probs = spell("_cc_a_tt__ _dd_oog_")
+    for kind in ("greedy", "beam"):
+        (result,) = make_decoder(kind, vocabulary).decode_batch(*batch_of(log_probs))
+        assert result.text == "cat dog"
+        assert vocabulary.decode(result.token_ids) == "cat dog"
