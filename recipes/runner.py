@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from stenograph.pipeline.audio import AudioDecodeError, audio_info
+from stenograph.pipeline.errors import Problem
 from stenograph.pipeline.manifest import Utterance, read_manifest, write_manifest
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
 
@@ -202,6 +203,11 @@ class PreparedPaths:
         """Skipped utterances with reasons."""
         return self.data_dir / "prepare_report.jsonl"
 
+    @property
+    def import_report(self) -> Path:
+        """Bad lines of the corpus' own files found by stage 1 (merged into `report`)."""
+        return self.data_dir / "import_report.jsonl"
+
 
 def recipe_stages(
     recipe: Recipe, args: argparse.Namespace, paths: PreparedPaths, preset: str
@@ -210,7 +216,26 @@ def recipe_stages(
     normalizer = TextNormalizer()
 
     def import_stage() -> None:
+        problems: list[dict[str, Any]] = []
+
+        def record(problem: Problem) -> None:
+            _log.warning("skipped: %s", problem)
+            problems.append(
+                {
+                    "source": problem.source,
+                    "line": problem.line,
+                    "id": problem.item_id,
+                    "reason": f"{problem.kind}: {problem.message}",
+                }
+            )
+
+        # Recipes hand this to their readers, so bad lines of the corpus' own files
+        # reach prepare_report.jsonl, not only the log.
+        args.on_problem = record
         splits = recipe.import_splits(args)
+        atomic_write_text(
+            paths.import_report, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in problems)
+        )
         has_train = any(s in splits for s in recipe.train_splits)
         if not has_train or recipe.valid_split not in splits:
             raise ValueError(
@@ -224,6 +249,8 @@ def recipe_stages(
 
     def check_stage() -> None:
         report_lines = []
+        if paths.import_report.is_file():
+            report_lines += paths.import_report.read_text(encoding="utf-8").splitlines()
         train: list[Utterance] = []
         for raw in sorted((paths.data_dir / "raw").glob("*.jsonl")):
             split = raw.stem
@@ -238,7 +265,11 @@ def recipe_stages(
             write_manifest(paths.train_manifest, train, relative_paths=False)
         atomic_write_text(paths.report, "".join(line + "\n" for line in report_lines))
         if report_lines:
-            _log.warning("%d utterances skipped; reasons in %s", len(report_lines), paths.report)
+            _log.warning(
+                "%d manifest lines or utterances skipped; reasons in %s",
+                len(report_lines),
+                paths.report,
+            )
 
     def vocabulary_stage() -> None:
         texts = [u.text for u in read_manifest(paths.train_manifest, allow_outside_root=True)]

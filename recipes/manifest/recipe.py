@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stenograph.pipeline.errors import ProblemCallback
 from stenograph.pipeline.importers import import_csv
 from stenograph.pipeline.manifest import Utterance, read_manifest
 
@@ -26,13 +27,17 @@ from ..runner import Recipe
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
-def read_any_manifest(path: Path) -> list[Utterance]:
-    """Reads a JSON-lines manifest, or a CSV/TSV one by its suffix."""
+def read_any_manifest(path: Path, on_problem: ProblemCallback | None = None) -> list[Utterance]:
+    """Reads a JSON-lines manifest, or a CSV/TSV one by its suffix.
+
+    Bad lines (and audio paths outside the manifest's folder) are skipped and handed
+    to `on_problem` (logged when it is None).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"Manifest not found. Received: {path}")
     if path.suffix.lower() in CSV_SUFFIXES:
-        return import_csv(path)
-    return read_manifest(path)
+        return import_csv(path, on_problem=on_problem)
+    return read_manifest(path, on_problem=on_problem)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
     """Reads the given manifests; test splits are named after their files."""
-    splits = {"train": read_any_manifest(args.train), "dev": read_any_manifest(args.valid)}
+    on_problem = getattr(args, "on_problem", None)  # set by the runner
+    splits = {
+        "train": read_any_manifest(args.train, on_problem),
+        "dev": read_any_manifest(args.valid, on_problem),
+    }
     for path in args.test:
-        splits[Path(path).stem] = read_any_manifest(Path(path))
+        splits[Path(path).stem] = read_any_manifest(Path(path), on_problem)
     return splits
 
 
