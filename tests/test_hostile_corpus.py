@@ -234,6 +234,34 @@ def _clean(result: subprocess.CompletedProcess) -> str:
     return result.stderr
 
 
+@pytest.mark.slow
+def test_prepare_keeps_the_usable_and_reports_every_skip(
+    corpus: HostileCorpus, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    result = _stenograph([
+        "prepare", "manifest", "--train", str(corpus.manifest), "--valid", str(corpus.manifest),
+        "--data-dir", str(data_dir), "--preset", "tiny",
+    ])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    stderr = _clean(result)
+    kept = {u.id for u in read_manifest(data_dir / "train.jsonl", allow_outside_root=True)}
+    report = [json.loads(line) for line in (data_dir / "prepare_report.jsonl").open()]
+    # Prepare probes headers and transcripts; decoding and model checks come later.
+    caught = corpus.select("skipped", stages={"manifest", "header", "text"})
+    for item in caught:
+        if item.stage == "manifest":
+            entry = next(r for r in report if r.get("line") == item.line)
+        else:
+            entry = next(r for r in report if r.get("id") == item.id and "split" in r)
+        assert item.reason_matches(entry["reason"]), (item.kind, entry)
+    assert kept == {item.id for item in corpus.items if item.stage not in
+                    ("manifest", "header", "text")}  # fmt: skip
+    counts = re.search(r"checked train: (\d+) usable, (\d+) skipped", stderr)
+    assert counts and int(counts.group(1)) == len(kept)
+    assert (data_dir / "config.json").is_file() and (data_dir / "vocabulary.json").is_file()
+
+
 @pytest.fixture(scope="module")
 def trained(corpus: HostileCorpus, tmp_path_factory: pytest.TempPathFactory):
     """`stenograph train` for one epoch over the hostile corpus (also its validation set)."""
