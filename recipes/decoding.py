@@ -259,12 +259,13 @@ def parse_hotwords(
     """Parses ``WORD[:weight]`` hotword options.
 
     Both backends apply one weight to all hotwords of a decoder, so the words
-    may carry at most one distinct weight.
+    may carry at most one distinct weight, which then applies to all of them
+    (``["kitchen:8", "oven"]`` boosts both by 8).
 
     Args:
         hotwords: Strings like ``"kitchen"`` or ``"kitchen:8"``; a hotword may be
             several words (``"new york:5"``).
-        default_weight: Weight for words without one.
+        default_weight: The weight when no word carries one.
 
     Returns:
         ``(words, weight)``.
