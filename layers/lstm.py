@@ -271,21 +271,26 @@ def generic_recurrence(xp, r, h0, c0, mask, rd_mask, activation, recurrent_activ
     return h_ta.stack(), h_last, c_last
 
 
-def keras_masked_outputs(hs, mask):
+def keras_masked_outputs(hs, mask, zero_output_for_mask=False):
     """Outputs with Keras' masking semantics from the masked hidden states.
 
     Keras repeats the previous *output* at a masked step, starting from zeros, so
     until the first real step the output is zero even with a non-zero initial state.
+    With ``zero_output_for_mask`` (set by ``keras.layers.Bidirectional``) every
+    masked step outputs zeros.
 
     Args:
         hs: Hidden states after each step ``[T, B, H]``.
         mask: Boolean ``[T, B, 1]`` or None.
+        zero_output_for_mask: Zeros instead of the repeated output.
 
     Returns:
         Outputs ``[T, B, H]``.
     """
     if mask is None:
         return hs
+    if zero_output_for_mask:
+        return tf.where(mask, hs, tf.zeros_like(hs))
     seen = tf.cumsum(tf.cast(mask, tf.int32), axis=0) > 0  # [T, B, 1]
     return tf.where(seen, hs, tf.zeros_like(hs))
 
@@ -549,6 +554,9 @@ class LSTM(keras.layers.Layer):
         self.go_backwards = go_backwards
         self.use_cudnn = use_cudnn
         self.supports_masking = True
+        # Read and set by keras.layers.Bidirectional, so our layer can be wrapped in it.
+        self.stateful = False
+        self.zero_output_for_mask = False
         # Keep Keras' fit from XLA-compiling us on GPU: CudnnRNNV3 has no XLA kernel,
         # and on CPU XLA ran a hoisted-projection LSTM ~4x slower (DESIGN.md).
         self.supports_jit = False
@@ -663,6 +671,9 @@ class LSTM(keras.layers.Layer):
                 inputs, h0, c0, self.kernel, self.recurrent_kernel, self.bias,
                 sequence_lengths=lengths, go_backwards=self.go_backwards, check_mask=keras_mask,
             )  # fmt: skip
+            if self.zero_output_for_mask and mask is not None:
+                processed = tf.reverse(mask, [1]) if self.go_backwards else mask  # [B, T]
+                outputs = tf.where(processed[:, :, None], outputs, tf.zeros_like(outputs))
             last = outputs[:, -1]
         else:
             outputs, h, c = self._run_ours(inputs, h0, c0, mask, training)
@@ -717,7 +728,7 @@ class LSTM(keras.layers.Layer):
                 xp, recurrent, h0, c0, mask, rd_mask,
                 self.cell.activation, self.cell.recurrent_activation,
             )  # fmt: skip
-        return keras_masked_outputs(hs, mask), h, c
+        return keras_masked_outputs(hs, mask, self.zero_output_for_mask), h, c
 
     def _project(self, x, kernel, bias):
         """All time steps' input projections as one matmul: ``[T, B, I] -> [T, B, 4H]``."""

@@ -224,14 +224,26 @@ def test_cudnn_wrapper_matches_our_kernel_with_a_stand_in_op(rng, monkeypatch, g
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("layer_kwargs", [{}, {"go_backwards": True}, {"return_state": True}])
-def test_layer_on_the_cudnn_path_matches_our_kernel(rng, monkeypatch, layer_kwargs):
+@pytest.mark.parametrize(
+    "layer_kwargs",
+    [
+        {"return_sequences": True},
+        {"return_sequences": True, "go_backwards": True},
+        {"return_state": True},
+        {"go_backwards": True},
+    ],
+)
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])  # as Bidirectional sets it
+def test_layer_on_the_cudnn_path_matches_our_kernel(
+    rng, monkeypatch, layer_kwargs, zero_output_for_mask
+):
     monkeypatch.setattr(cudnn, "gpu_available", lambda: True)
     monkeypatch.setattr(tf.raw_ops, "CudnnRNNV3", _stand_in_cudnn_op([]))
     fast = CudnnLSTM(H, **layer_kwargs)
     ours = LSTM(H, use_cudnn=False, **layer_kwargs)
     for layer in (fast, ours):
         layer.build((None, None, D))
+        layer.zero_output_for_mask = zero_output_for_mask
     ours.set_weights(fast.get_weights())
     x = _x(rng)
     mask = tf.constant(np.arange(T)[None, :] < LENGTHS[:, None])

@@ -328,6 +328,20 @@ def test_layer_opts_out_of_xla_like_keras_cudnn_lstm():
     assert not all(layer.supports_jit for layer in model._flatten_layers())
 
 
+def test_wrapped_in_keras_bidirectional_matches_keras_lstm(rng):
+    x = _inputs(rng)
+    mask = tf.constant(_mask(LENGTHS, T))
+    ref = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))
+    ours = keras.layers.Bidirectional(LSTM(H, return_sequences=True))
+    for layer in (ref, ours):
+        layer.build((None, None, D))
+    ours.set_weights([0.5 * rng.normal(size=w.shape) for w in ref.get_weights()])
+    ref.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x, mask=mask).numpy(), ref(x, mask=mask).numpy(), atol=TOL)
+    clone = keras.layers.Bidirectional.from_config(ours.get_config())
+    assert isinstance(clone.backward_layer, LSTM) and clone.backward_layer.go_backwards
+
+
 def test_masking_layer_in_a_model(rng):
     """A Keras Masking layer feeds its mask to our LSTM as it does to Keras'."""
     x = _inputs(rng)
