@@ -22,6 +22,7 @@ Features are raw log-mels (or MFCCs); normalisation lives in the model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from .audio import load_audio
+from .audio import audio_info, load_audio
 from .augment import AugmentConfig, NoiseBank, augment_waveform, spec_augment, split_seed
 from .errors import AudioDecodeError, Problem
 from .features import FeatureConfig, compute_features, num_frames
@@ -409,6 +410,10 @@ class UtteranceLoader:
             )
         if utterance.duration is not None:
             self._check_duration(utterance.duration)
+        elif self.config.max_duration is not None:
+            # No duration in the manifest: the header tells it without decoding, so an
+            # hours-long file is refused before it is read into memory.
+            self._check_duration(self._header_seconds(utterance))
         waveform = self._decode(utterance)
         self._check_duration(waveform.size / self.feature_config.sample_rate)
         problem = alignment_problem(
@@ -423,10 +428,18 @@ class UtteranceLoader:
         if problem:
             raise _DroppedError("duration_out_of_range", problem)
 
+    def _header_seconds(self, utterance: Utterance) -> float:
+        """Seconds of audio after the utterance's offset, from the file header."""
+        _check_audio_file(utterance.audio_path)
+        try:
+            info = audio_info(utterance.audio_path)
+        except AudioDecodeError as error:
+            raise _DroppedError("unreadable_audio", str(error)) from None
+        return max(info.duration - utterance.offset, 0.0)
+
     def _decode(self, utterance: Utterance) -> np.ndarray:
         path = utterance.audio_path
-        if not os.path.isfile(path):
-            raise _DroppedError("missing_audio", f"audio file not found: {path!r}")
+        _check_audio_file(path)
         try:
             waveform = load_audio(
                 path,
@@ -442,6 +455,13 @@ class UtteranceLoader:
                 "non_finite_samples", f"audio has NaN or infinite samples: {path!r}"
             )
         return np.asarray(waveform, np.float32)
+
+
+def _check_audio_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise _DroppedError("missing_audio", f"audio path is a folder, not a file: {path!r}")
+    if not os.path.isfile(path):
+        raise _DroppedError("missing_audio", f"audio file not found: {path!r}")
 
 
 class _DroppedError(Exception):
@@ -553,6 +573,16 @@ def _bucket_or_batch(
     )
 
 
+@functools.lru_cache(maxsize=4)
+def default_noise_bank(kinds: tuple[str, ...], sample_rate: int) -> NoiseBank:
+    """One minute of each generated noise kind, built once per process and reused.
+
+    Recipes build a dataset per epoch; the bank's content need not change with the
+    epoch's seed, because each utterance draws its own random crop and SNR.
+    """
+    return NoiseBank.generated(kinds, seconds=60.0, sample_rate=sample_rate, seed=0)
+
+
 def _element_seeds(seed: int) -> tf.data.Dataset:
     """An endless stream of [2] int64 seeds, different each epoch, fixed by ``seed``."""
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -586,8 +616,8 @@ def make_dataset(
         input_context: From ``tf.distribute`` (e.g. ``distribute_datasets_from_function``);
             each input pipeline then reads a disjoint shard of the utterances.
         noise_bank: Recorded noise for augmentation (e.g. ``NoiseBank.from_files``);
-            when ``None``, a bank of generated noise (``NoiseBank.generated`` with
-            ``config.augment.noise_kinds``, one minute each) is built once.
+            when ``None``, ``default_noise_bank`` (generated noise of
+            ``config.augment.noise_kinds``, one minute each, built once per process).
         report: Receives dropped utterances; a new ``DropReport(config.report_path)``
             when ``None``.
 
@@ -621,9 +651,8 @@ def make_dataset(
         dataset = tf.data.Dataset.zip((dataset, _element_seeds(config.seed))).map(_attach_seed)
     if training and config.augment is not None:
         if noise_bank is None and config.augment.noise_probability > 0:
-            noise_bank = NoiseBank.generated(
-                config.augment.noise_kinds, sample_rate=feature_config.sample_rate, seed=config.seed
-            )
+            kinds = tuple(config.augment.noise_kinds)
+            noise_bank = default_noise_bank(kinds, feature_config.sample_rate)
         stage = _augment_stage(config.augment, feature_config, config.time_reduction, noise_bank)
         dataset = dataset.map(stage, num_parallel_calls=parallel)
     dataset = _bucket_or_batch(dataset, config, feature_config.sample_rate)
@@ -648,6 +677,7 @@ __all__ = [
     "alignment_problem",
     "ctc_min_frames",
     "duration_problem",
+    "default_noise_bank",
     "make_dataset",
     "min_samples_for_frames",
     "output_frames",
