@@ -320,31 +320,31 @@ def _add_formats(builder: _Builder, audio_dir: Path, use_espeak: bool) -> None:
 def _add_broken_audio(builder: _Builder, audio_dir: Path, root: Path) -> None:
     """Files that cannot be decoded, or hold samples no model can use."""
     two_seconds = _tone(2.0)
-    _truncate(_write(audio_dir / "truncated.flac", two_seconds))
+    _truncate(_write(audio_dir / "cut.flac", two_seconds))
     builder.add_audio(
         "truncated-flac",
         "truncated_flac",
-        "audio/truncated.flac",
+        "audio/cut.flac",
         "cut short",
         outcome="skipped",
         stage="decode",
         reason_keywords=("truncated", "corrupt", "decode", "lost sync"),
     )
-    (audio_dir / "empty.wav").write_bytes(b"")
+    (audio_dir / "zero.wav").write_bytes(b"")
     builder.add_audio(
         "zero-bytes",
         "zero_byte_file",
-        "audio/empty.wav",
+        "audio/zero.wav",
         "nothing here",
         outcome="skipped",
         stage="header",
         reason_keywords=("empty", "0 bytes"),
     )
-    _truncate(_write(audio_dir / "header-lies.wav", two_seconds, subtype="PCM_16"))
+    _truncate(_write(audio_dir / "liar.wav", two_seconds, subtype="PCM_16"))
     builder.add_audio(
         "header-lies",
         "wav_header_lies",
-        "audio/header-lies.wav",
+        "audio/liar.wav",
         "lying header",
         outcome="skipped",
         stage="header",
@@ -352,28 +352,28 @@ def _add_broken_audio(builder: _Builder, audio_dir: Path, root: Path) -> None:
     )
     with_nan = two_seconds.copy()
     with_nan[1000:1010] = np.nan
-    _write(audio_dir / "nan.wav", with_nan, subtype="FLOAT")
+    _write(audio_dir / "bad-float-1.wav", with_nan, subtype="FLOAT")
     builder.add_audio(
         "nan-samples",
         "nan_samples",
-        "audio/nan.wav",
+        "audio/bad-float-1.wav",
         "not a number",
         outcome="skipped",
         stage="decode",
-        reason_keywords=("non-finite", "nan", "finite"),
+        reason_keywords=("non-finite", "nan or inf"),
     )
     with_inf = two_seconds.copy()
     with_inf[2000] = np.inf
     with_inf[3000] = -np.inf
-    _write(audio_dir / "inf.wav", with_inf, subtype="FLOAT")
+    _write(audio_dir / "bad-float-2.wav", with_inf, subtype="FLOAT")
     builder.add_audio(
         "inf-samples",
         "infinite_samples",
-        "audio/inf.wav",
+        "audio/bad-float-2.wav",
         "infinity",
         outcome="skipped",
         stage="decode",
-        reason_keywords=("non-finite", "inf", "finite"),
+        reason_keywords=("non-finite", "nan or inf"),
     )
     builder.add_audio(
         "missing",
@@ -384,15 +384,15 @@ def _add_broken_audio(builder: _Builder, audio_dir: Path, root: Path) -> None:
         stage="header",
         reason_keywords=("not found", "missing", "no such file"),
     )
-    (audio_dir / "a-folder.wav").mkdir()
+    (audio_dir / "subdir.wav").mkdir()
     builder.add_audio(
         "folder",
         "folder_not_file",
-        "audio/a-folder.wav",
+        "audio/subdir.wav",
         "a folder",
         outcome="skipped",
         stage="header",
-        reason_keywords=("folder", "directory"),
+        reason_keywords=("is a folder", "directory"),
     )
     outside = root.parent / f"{root.name}-outside.wav"
     _write(outside, _tone(1.0))

@@ -453,3 +453,33 @@ def test_vocabulary_files_load_or_raise_our_error(content: bytes) -> None:
             assert "vocabulary.json" in str(error)
             return
     assert vocabulary.tokens[0] == "<blank>"
+
+
+def test_over_long_files_are_refused_from_their_header_not_decoded(
+    corpus: HostileCorpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded memory: a file longer than max_duration is never read into memory."""
+    from stenograph.pipeline import dataset as data_lib
+    from stenograph.pipeline.features import FeatureConfig
+
+    decoded: list[str] = []
+    real_load_audio = data_lib.load_audio
+
+    def recording_load_audio(path, *args, **kwargs):
+        decoded.append(os.path.basename(path))
+        return real_load_audio(path, *args, **kwargs)
+
+    monkeypatch.setattr(data_lib, "load_audio", recording_load_audio)
+    utterances = [u for u in _utterances(corpus).values() if u.id in ("ten-minutes", "good-00")]
+    assert all(u.duration is None for u in utterances)  # only the header can tell
+    report = data_lib.DropReport()
+    config = data_lib.DatasetConfig(batch_size=2, max_duration=20.0, num_parallel_calls=1)
+    dataset = data_lib.make_dataset(
+        utterances, Vocabulary.from_alphabet(ENGLISH_ALPHABET), FeatureConfig(), config,
+        training=True, report=report,
+    )  # fmt: skip
+    ids = [name.decode() for batch in dataset for name in batch.utterance_ids.numpy()]
+    assert ids == ["good-00"]
+    assert decoded == ["good-00.wav"]
+    assert report.counts() == {"duration_out_of_range": 1}
+    assert "600.000 s is above max_duration=20.0" in report.problems[0].message
