@@ -27,6 +27,7 @@ _LAZY_EXPORTS = {
     "FeatureConfig": "features",
     "FeatureNormalizer": "features",
     "NoiseBank": "augment",
+    "SpecAugment": "augment",
     "compute_global_stats": "features",
     "make_dataset": "dataset",
     "num_frames": "features",

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -535,3 +536,52 @@ def spec_augment(
     count = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)  # [B, 1, 1]
     mean = tf.reduce_sum(features * weights, axis=1, keepdims=True) / count  # [B, 1, F]
     return tf.where(masked, mean, features)
+
+
+@keras.saving.register_keras_serializable(package="stenograph")
+class SpecAugment(keras.layers.Layer):
+    """SpecAugment inside a model: masks in training, identity otherwise.
+
+    For training setups that augment on the accelerator: place it after
+    ``FeatureNormalizer``, where each utterance's per-bin mean (the mask value, see
+    :func:`spec_augment`) is the neutral value. The dataset's own SpecAugment
+    (``DatasetConfig.augment``) does the same on the CPU; use one or the other.
+
+    Args:
+        config: An ``AugmentConfig`` (only its mask fields are used) or its dict.
+        seed: Seed of the layer's random masks.
+        **kwargs: Base ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig | dict[str, Any] | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if config is None:
+            config = AugmentConfig()
+        elif isinstance(config, dict):
+            config = AugmentConfig.from_dict(config)
+        self.config = config
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(
+        self, features: tf.Tensor, frame_lengths: tf.Tensor, training: bool | None = None
+    ) -> tf.Tensor:
+        """Masks features [B, T, F] within ``frame_lengths`` [B] when training."""
+        if not training:
+            return features
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return spec_augment(features, frame_lengths, seed, self.config)
+
+    def compute_output_shape(self, features_shape: Any, frame_lengths_shape: Any = None) -> Any:
+        """Same shape as the features."""
+        return features_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """Every constructor argument."""
+        return {**super().get_config(), "config": self.config.to_dict(), "seed": self.seed}

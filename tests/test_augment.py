@@ -224,3 +224,23 @@ def test_speed_matches_a_polyphase_reference_in_the_passband(factor, up, down):
     n = min(ours.size, reference.size)
     interior = slice(200, n - 200)
     assert np.abs(ours[interior] - reference[interior]).max() < 5e-3
+
+
+def test_spec_augment_layer_masks_only_in_training_and_serialises(rng, tmp_path):
+    import keras
+
+    from stenograph.pipeline.augment import SpecAugment
+
+    features = rng.standard_normal((2, 50, 20)).astype(np.float32)
+    lengths = np.array([50, 30], np.int32)
+    config = AugmentConfig(freq_masks=1, freq_mask_width=8, time_masks=1, time_mask_width=10)
+    layer, twin = SpecAugment(config, seed=3), SpecAugment(config, seed=3)
+    np.testing.assert_array_equal(layer(features, lengths, training=False).numpy(), features)
+    masked = [layer(features, lengths, training=True).numpy() for _ in range(3)]
+    np.testing.assert_array_equal(masked[0], twin(features, lengths, training=True).numpy())
+    assert any(not np.array_equal(m, features) for m in masked)
+    assert not np.array_equal(masked[0], masked[1]) or not np.array_equal(masked[1], masked[2])
+    assert all(np.array_equal(m[1, 30:], features[1, 30:]) for m in masked)  # padding untouched
+    restored = SpecAugment.from_config(layer.get_config())
+    assert restored.config == config and restored.seed == 3
+    assert keras.saving.get_registered_object("stenograph>SpecAugment") is SpecAugment
