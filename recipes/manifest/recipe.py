@@ -27,17 +27,20 @@ from ..runner import Recipe
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
-def read_any_manifest(path: Path, on_problem: ProblemCallback | None = None) -> list[Utterance]:
+def read_any_manifest(
+    path: Path, on_problem: ProblemCallback | None = None, allow_outside_root: bool = False
+) -> list[Utterance]:
     """Reads a JSON-lines manifest, or a CSV/TSV one by its suffix.
 
-    Bad lines (and audio paths outside the manifest's folder) are skipped and handed
-    to `on_problem` (logged when it is None).
+    Bad lines, and audio paths outside the manifest's folder unless
+    `allow_outside_root`, are skipped and handed to `on_problem` (logged when None).
     """
     if not path.is_file():
         raise FileNotFoundError(f"Manifest not found. Received: {path}")
+    options = {"on_problem": on_problem, "allow_outside_root": allow_outside_root}
     if path.suffix.lower() in CSV_SUFFIXES:
-        return import_csv(path, on_problem=on_problem)
-    return read_manifest(path, on_problem=on_problem)
+        return import_csv(path, **options)
+    return read_manifest(path, **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,17 +54,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="test manifest (repeatable; split named after the file)",
     )
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept audio paths outside each manifest's folder (absolute or ../); by "
+        "default such lines are skipped and reported",
+    )
 
 
 def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
     """Reads the given manifests; test splits are named after their files."""
     on_problem = getattr(args, "on_problem", None)  # set by the runner
+    outside = bool(getattr(args, "allow_outside_root", False))
     splits = {
-        "train": read_any_manifest(args.train, on_problem),
-        "dev": read_any_manifest(args.valid, on_problem),
+        "train": read_any_manifest(args.train, on_problem, outside),
+        "dev": read_any_manifest(args.valid, on_problem, outside),
     }
     for path in args.test:
-        splits[Path(path).stem] = read_any_manifest(Path(path), on_problem)
+        splits[Path(path).stem] = read_any_manifest(Path(path), on_problem, outside)
     return splits
 
 
