@@ -296,3 +296,37 @@ def test_pipeline_peak_memory_does_not_grow_with_corpus_size(tmp_path: Path) -> 
     print(f"peak RSS: 100 utterances {peaks[100]:.0f} MB, 2,000 utterances {peaks[2000]:.0f} MB")
     # 2,000 decoded seconds would be 128 MB of float32 audio (more as features) if held.
     assert peaks[2000] - peaks[100] < 60, peaks
+
+
+def test_prepare_confines_manifest_paths_unless_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through `stenograph prepare manifest`, as a user runs it."""
+    import soundfile
+
+    from stenograph.recipes.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    tone = (0.2 * np.sin(np.arange(16000) / 4)).astype(np.float32)
+    soundfile.write(str(corpus / "in.wav"), tone, 16000)
+    soundfile.write(str(tmp_path / "secret.wav"), tone, 16000)
+    manifest = _manifest(corpus, ["in.wav", "../secret.wav", str(tmp_path / "secret.wav")])
+
+    def prepare(data_dir: Path, *extra: str) -> tuple[set[str], list[dict]]:
+        argv = ["prepare", "manifest", "--train", str(manifest), "--valid", str(manifest),
+                "--data-dir", str(data_dir), "--preset", "tiny", *extra]  # fmt: skip
+        assert main(argv) == 0
+        kept = {u.id for u in read_manifest(data_dir / "train.jsonl", allow_outside_root=True)}
+        report = [json.loads(line) for line in (data_dir / "prepare_report.jsonl").open()]
+        return kept, report
+
+    kept, report = prepare(tmp_path / "confined")
+    assert kept == {"u0"}
+    refused = {r["id"] for r in report if "outside the corpus root" in r["reason"]}
+    assert refused == {"u1", "u2"}
+    assert "outside the corpus root" in caplog.text  # and the user is told
+
+    kept, report = prepare(tmp_path / "allowed", "--allow-outside-root")
+    assert kept == {"u0", "u1", "u2"}
+    assert not report
