@@ -260,8 +260,10 @@ def test_prerequisites_report_debian_packages(tmp_path):
 
 
 def test_prerequisites_are_installed_here():
-    # CI and developer machines run `.ci/setup`, which installs them.
-    assert missing_build_prerequisites() == []
+    # CI and developer machines run `.ci/setup`, which installs them; this also
+    # checks that detection finds Debian's real header locations.
+    missing = missing_build_prerequisites()
+    assert missing == [], f"run as root: apt-get install -y {' '.join(missing)}"
 
 
 def test_install_explains_what_is_missing(tmp_path, monkeypatch):
