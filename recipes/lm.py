@@ -686,6 +686,11 @@ def run_tune(args: argparse.Namespace) -> int:
         args.exp_dir, args.manifest, args.limit
     )
     kept = [(lp, ref) for lp, ref in zip(log_probs, references, strict=True) if ref]
+    if not kept:
+        raise ValueError(
+            f"No utterance of the dev manifest has a non-empty transcript. Received: "
+            f"manifest={args.manifest!r}"
+        )
     greedy = make_decoder("greedy", vocabulary).decode_batch(*_pad([lp for lp, _ in kept]))
     greedy_wer = _corpus_wer([ref for _, ref in kept], [r.text for r in greedy])
     print(f"lm tune: {len(kept)} utterances; greedy WER {greedy_wer:.2%}")
