@@ -55,15 +55,19 @@ __all__ = [
     "TuneTrial",
     "build_lm",
     "default_cache_dir",
+    "experiment_log_probs",
+    "experiment_transcripts",
     "find_kenlm_tools",
     "install_kenlm_tools",
     "missing_build_prerequisites",
     "normalize_corpus",
     "read_text_files",
     "register",
+    "require_kenlm_tools",
     "score_sentences",
     "tune_lm_weights",
     "weight_grid",
+    "write_decoding_choice",
 ]
 
 _log = logging.getLogger("stenograph")
