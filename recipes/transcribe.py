@@ -357,7 +357,8 @@ def transcribe_sources(
             state.words += select_words(words, window, config)
             new_samples = window.end - state.samples
             state.samples = window.end
-            bar.update(new_samples / config.sample_rate)
+            # Header durations are estimates (resampling rounds): never overshoot the total.
+            bar.update(max(0.0, min(new_samples / config.sample_rate, bar.total - bar.n)))
             if window.is_last:
                 transcript = _finish(states.pop(item.index), config.sample_rate)
                 report.transcribed += 1
@@ -391,7 +392,7 @@ def _progress_bar(total_seconds: float, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=round(total_seconds, 1),
+        total=total_seconds,
         unit="s",
         unit_scale=True,
         desc="transcribing",

@@ -324,3 +324,21 @@ def test_hostile_corpus_every_line_transcribed_or_reported(tmp_path):
     assert len(transcribed) + len(reasons) >= len(corpus.items) - 1  # a line with no id
     long_clip = transcripts[next(i for i, s in enumerate(sources) if s.name == "ten-minutes")]
     assert long_clip.duration == pytest.approx(45, abs=0.1)
+
+
+def test_progress_bar_counts_seconds_of_audio(tmp_path, capsys):
+    path = tmp_path / "p.wav"
+    write_speech(path, random_words(30))
+    transcripts = {}
+    transcribe_sources(
+        [AudioSource(str(path), "p.wav")],
+        CodeModel(),
+        make_decoder("greedy", VOCABULARY),
+        on_transcript=transcripts.__setitem__,
+        on_failure=lambda i, f: None,
+        window_config=WindowConfig(5.0, 1.0),
+        progress=True,
+    )
+    err = capsys.readouterr().err
+    duration = round(transcripts[0].duration)
+    assert "transcribing" in err and f"{duration}/{duration} s audio" in err
