@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 import tensorflow as tf
 
-from stenograph.layers import ctc_greedy_decode
+from stenograph.layers import ctc_beam_search_decode, ctc_greedy_decode
 from stenograph.pipeline.features import AudioFeatures
 from stenograph.pipeline.text import Vocabulary
 from stenograph.recipes import export as export_lib
@@ -212,7 +212,8 @@ def test_cudnn_trained_model_exports_and_runs_on_cpu(exported, tmp_path):
     exp_dir, result = exported
     cudnn_dir = make_experiment(tmp_path / "cudnn", use_cudnn=True)  # same seed, same weights
     assert json.loads((cudnn_dir / "config.json").read_text())["model"]["use_cudnn"] is True
-    cudnn_export = export_lib.export_experiment(cudnn_dir, tmp_path / "cudnn-model")
+    # Exported with beam search in the graph, to check that path too.
+    cudnn_export = export_lib.export_experiment(cudnn_dir, tmp_path / "cudnn-model", beam_width=8)
     waveforms, lengths = batch()
     outputs = [
         tf.saved_model.load(str(p)).signatures["serving_default"](
@@ -221,6 +222,14 @@ def test_cudnn_trained_model_exports_and_runs_on_cpu(exported, tmp_path):
         for p in (result.saved_model, cudnn_export.saved_model)
     ]
     np.testing.assert_allclose(outputs[0]["log_probs"], outputs[1]["log_probs"], atol=1e-5)
+    ids, id_lengths, _ = ctc_beam_search_decode(
+        outputs[0]["log_probs"], outputs[0]["log_prob_lengths"], beam_width=8
+    )
+    vocabulary = Vocabulary.load(exp_dir / "vocabulary.json")
+    beam_texts = [
+        vocabulary.decode(r[:n]) for r, n in zip(ids.numpy(), id_lengths.numpy(), strict=True)
+    ]
+    assert [t.decode() for t in outputs[1]["transcripts"].numpy()] == beam_texts
 
 
 def test_failed_export_leaves_no_model_and_keeps_the_old_one(exported, tmp_path, monkeypatch):
