@@ -31,7 +31,7 @@ def test_epochs_within_budget(done, planned, seconds_left, per_epoch, expected):
 def test_commands_config_decays_over_the_planned_epochs():
     base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
     config = recipe.commands_config(base, num_train=827, epochs=30, precision="mixed_bfloat16")
-    steps_per_epoch = 26  # ceil(827 / 32)
+    steps_per_epoch = 52  # ceil(827 / 16)
     assert config.train.epochs == 30
     assert config.train.decay_steps == 30 * steps_per_epoch - config.train.warmup_steps
     assert config.train.precision == "mixed_bfloat16"
