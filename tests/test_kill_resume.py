@@ -27,7 +27,7 @@ from hostile_corpus import HostileCorpus, write_hostile_corpus
 from stenograph.recipes import experiment as exp_lib
 
 RESUME_LINE = re.compile(r"resuming from step-(\d{8}) \(step (\d+),")
-MAX_STEPS = 30
+MAX_STEPS = 20
 
 
 def stenograph_command() -> list[str]:
@@ -244,8 +244,12 @@ def test_interrupted_export_never_leaves_a_broken_saved_model(
             time.sleep(0.2)
         else:
             time.sleep(rng.uniform(2.0, 15.0))
+        mid_export = any(tmp_path.glob(".export.partial-*"))
         _kill(process)
         _assert_no_traceback(log)
+        if trial == 0:
+            assert mid_export, "the first kill did not land inside the export"
+            assert not (target / "saved_model.pb").exists()  # nothing half-made at the target
         if target.exists():  # only ever a complete, working export
             loaded = tf.saved_model.load(str(target))
             out = loaded.signatures["serving_default"](
