@@ -185,6 +185,9 @@ class DatasetConfig:
         drop_remainder: Drop incomplete batches.
         seed: Seeds shuffling and augmentation (reproducible runs).
         report_path: JSON-lines file receiving one line per dropped utterance.
+        drop_unalignable: Drop transcripts CTC cannot align in the model's output
+            frames. Training must (their loss is infinite); evaluation must not, so
+            that hard utterances are scored as errors instead of leaving the WER.
     """
 
     batch_size: int = 32
@@ -201,6 +204,7 @@ class DatasetConfig:
     drop_remainder: bool = False
     seed: int = 0
     report_path: str | None = None
+    drop_unalignable: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.time_reduction < 1 or self.shuffle_buffer_size < 1:
@@ -419,7 +423,7 @@ class UtteranceLoader:
         problem = alignment_problem(
             labels.tolist(), waveform.size, self.feature_config, self.config.time_reduction
         )
-        if problem:
+        if problem and self.config.drop_unalignable:
             raise _DroppedError("transcript_too_long", problem)
         return waveform, labels
 

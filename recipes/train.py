@@ -318,14 +318,15 @@ def resolve_vocabulary(
 def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> Any:
     """The pipeline's `DatasetConfig` for this experiment.
 
-    Training drops utterances longer than `data.max_duration`; evaluation keeps
-    every utterance, whatever its length.
+    Training drops utterances longer than `data.max_duration` and transcripts CTC
+    cannot align; evaluation keeps and scores every decodable utterance.
     """
     options = {
         **config.data.dataset,
         "batch_size": config.data.batch_size,
         "time_reduction": config.model.reduction_factor,
         "max_duration": config.data.max_duration if training else None,
+        "drop_unalignable": training,
         "seed": seed,
     }
     return data_lib.DatasetConfig.from_dict(options)

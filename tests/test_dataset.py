@@ -107,6 +107,18 @@ def test_bad_inputs_are_reported_and_skipped_while_the_rest_flows(corpus, vocabu
     assert report.summary().startswith("7 dropped")
 
 
+def test_evaluation_keeps_unalignable_transcripts_to_score_them(corpus, vocabulary, tmp_path):
+    hard = corpus["bad"]["transcript_too_long"]
+    report = DropReport(tmp_path / "drops.jsonl")
+    config = eval_config(drop_unalignable=False)
+    batches = collect(
+        make_dataset([*corpus["good"][:3], hard], vocabulary, FEATURES, config, report=report)
+    )
+    ids = sorted(i.decode() for b in batches for i in b.utterance_ids)
+    assert ids == sorted([*(u.id for u in corpus["good"][:3]), hard.id])
+    assert len(report) == 0
+
+
 def test_batches_have_consistent_shapes_lengths_labels_and_features(corpus, vocabulary):
     batches = collect(make_dataset(corpus["good"], vocabulary, FEATURES, eval_config()))
     by_id = {u.id: u for u in corpus["good"]}
