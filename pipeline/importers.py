@@ -169,37 +169,29 @@ def _finalise(
 ) -> list[Utterance]:
     """Drops duplicate ids, checks every audio file, fills durations, keeps order."""
     unique = _drop_duplicates(candidates, report)
-    to_probe = [c.audio_path for c in unique if c.duration is None]
-    probed = iter(probe_durations(to_probe, num_workers))
+    probed = iter(
+        probe_durations([c.audio_path for c in unique if c.duration is None], num_workers)
+    )
     utterances = []
     for candidate in unique:
-        duration = candidate.duration
-        if duration is None:
-            result = next(probed)
-            if isinstance(result, str):
-                report(candidate.source, candidate.line, "bad_audio", result, candidate.id)
-                continue
-            duration = result
-        elif not os.path.isfile(candidate.audio_path):
-            report(
-                candidate.source,
-                candidate.line,
-                "bad_audio",
-                f"audio file not found: {candidate.audio_path!r}",
-                candidate.id,
-            )
+        outcome = next(probed) if candidate.duration is None else _listed_duration(candidate)
+        if isinstance(outcome, str):
+            report(candidate.source, candidate.line, "bad_audio", outcome, candidate.id)
             continue
         utterances.append(
             Utterance(
-                candidate.id,
-                candidate.audio_path,
-                candidate.text,
-                duration=duration,
-                speaker=candidate.speaker,
+                candidate.id, candidate.audio_path, candidate.text, outcome, 0.0, candidate.speaker
             )
         )
     report.flush()
     return utterances
+
+
+def _listed_duration(candidate: _Candidate) -> float | str:
+    """A duration the corpus lists only needs the file to exist (no header read)."""
+    if os.path.isfile(candidate.audio_path):
+        return candidate.duration
+    return f"audio file not found: {candidate.audio_path!r}"
 
 
 def _drop_duplicates(candidates: list[_Candidate], report: _Reporter) -> list[_Candidate]:
