@@ -17,7 +17,9 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 
 # Ordered as they appear in `stenograph --help`.
@@ -33,6 +35,41 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 _log = logging.getLogger("stenograph")
+
+
+# TensorFlow's native start-up chatter (oneDNN notice, CUDA probing on a CPU-only
+# machine) is written to file descriptor 2 before absl logging is initialised, so
+# TF_CPP_MIN_LOG_LEVEL cannot silence it. Real errors still pass through.
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|[IW]\d{4} "
+    r"|E\d{4} .*(cuda|cuInit|cudnn|cufft|cublas|TensorRT))"
+)
+
+
+def _is_startup_noise(line: str) -> bool:
+    """Whether a native stderr line is TensorFlow start-up noise, not a real error."""
+    return bool(_STARTUP_NOISE.match(line))
+
+
+def _load_tensorflow_quietly() -> None:
+    """Imports TensorFlow and probes devices with native start-up noise filtered out."""
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+    kept = [line for line in text.splitlines() if line and not _is_startup_noise(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
 
 
 class CommandError(Exception):
@@ -82,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         2 on a usage error, 130 when interrupted.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+from stenograph.recipes.cli import _is_startup_noise
+
+
+def test_native_startup_noise_is_recognised_and_real_errors_are_not():
+    assert _is_startup_noise("WARNING: All log messages before absl::InitializeLog() is called")
+    assert _is_startup_noise("I0000 00:00:1795475148.360684   15923 port.cc:153] oneDNN custom")
+    assert _is_startup_noise("E0000 00:00:17954 16009 cuda_platform.cc:52] failed call to cuInit")
+    assert not _is_startup_noise("E0000 00:00:17954 1 op_kernel.cc:1] OOM when allocating tensor")
+    assert not _is_startup_noise("Traceback (most recent call last):")
+
+
+def test_command_line_shows_no_tensorflow_startup_chatter():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from stenograph.recipes.cli import main; sys.exit(main(['--help']))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: stenograph" in result.stdout
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr
