@@ -28,6 +28,16 @@ def test_epochs_within_budget(done, planned, seconds_left, per_epoch, expected):
     assert recipe.epochs_within_budget(done, planned, seconds_left, per_epoch) == expected
 
 
+def test_recent_epoch_seconds_takes_the_median_of_the_last_epochs(tmp_path):
+    assert recipe.recent_epoch_seconds(tmp_path) == 0.0
+    seconds = [60.0, 20.0, 22.0, 21.0, 90.0]
+    lines = [json.dumps({"epoch": i + 1, "seconds": s}) for i, s in enumerate(seconds)]
+    (tmp_path / "history.jsonl").write_text("\n".join(lines) + "\n")
+    assert recipe.recent_epoch_seconds(tmp_path) == 22.0  # of 22, 21, 90
+    (tmp_path / "history.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    assert recipe.recent_epoch_seconds(tmp_path) == 20.0  # not the traced first epoch
+
+
 def test_commands_config_decays_over_the_planned_epochs():
     base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
     config = recipe.commands_config(base, num_train=827, epochs=30, precision="mixed_bfloat16")

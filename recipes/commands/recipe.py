@@ -204,14 +204,17 @@ def completed_epochs(exp_dir: Path) -> int:
     return int(state.get("epoch", 0))
 
 
-def last_epoch_seconds(exp_dir: Path) -> float | None:
-    """Wall-clock seconds of the most recent epoch in `history.jsonl` (with validation)."""
+def recent_epoch_seconds(exp_dir: Path, last: int = 3) -> float:
+    """Median wall-clock seconds of the last few epochs in `history.jsonl` (0 if none).
+
+    The median skips the first epoch of a run, which also traces the train step.
+    """
     history = exp_dir / "history.jsonl"
     if not history.is_file():
-        return None
-    seconds = [json.loads(line).get("seconds") for line in history.read_text().splitlines()]
-    seconds = [s for s in seconds if s]
-    return float(seconds[-1]) if seconds else None
+        return 0.0
+    records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    seconds = sorted(float(r["seconds"]) for r in records[-last:] if r.get("seconds"))
+    return seconds[(len(seconds) - 1) // 2] if seconds else 0.0
 
 
 def epochs_within_budget(
@@ -250,16 +253,22 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
     planned = config.train.epochs
     done = completed_epochs(exp_dir)
     state = None
-    if done < planned and last_epoch_seconds(exp_dir) is None:
+    if done < planned and not recent_epoch_seconds(exp_dir):
         warmup_epochs = min(planned, done + 2)
         _log.info("train: epochs %d-%d measure the speed of this machine", done + 1, warmup_epochs)
         state = train(config.override({"train.epochs": warmup_epochs}), exp_dir)
         done = completed_epochs(exp_dir)
     hit_step_limit = state is not None and state.stop_reason == "reached train.max_steps"
-    if done < planned and not hit_step_limit:
+    # Two chunks: the machine's load changes, so the speed is measured again halfway.
+    # Each call of train() traces its step again, which costs about one epoch.
+    for chunk in range(2):
+        if done >= planned or hit_step_limit:
+            break
         seconds_left = minutes * 60 - (time.monotonic() - started)
-        per_epoch = last_epoch_seconds(exp_dir) or 0.0
-        target = epochs_within_budget(done, planned, seconds_left, per_epoch)
+        per_epoch = recent_epoch_seconds(exp_dir)
+        target = epochs_within_budget(done, planned, seconds_left - per_epoch, per_epoch)
+        if chunk == 0 and target - done >= 6:
+            target = done + (target - done + 1) // 2
         _log.info(
             "train: %.1f s per epoch, %.1f min left in the budget: epochs %d-%d of %d",
             per_epoch,
@@ -268,8 +277,10 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
             target,
             planned,
         )
-        if target > done:
-            train(config.override({"train.epochs": target}), exp_dir)
+        if target <= done:
+            break
+        train(config.override({"train.epochs": target}), exp_dir)
+        done = completed_epochs(exp_dir)
     trained = completed_epochs(exp_dir)
     if trained < planned:
         _log.warning(
