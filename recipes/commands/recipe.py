@@ -3,7 +3,7 @@
 Usage (exact commands; timings and WER in RESULTS.md):
 
     stenograph demo                                 # everything below, into ./exp/demo
-    stenograph demo --out exp/demo --minutes 10 --epochs 40 --precision mixed_bfloat16
+    stenograph demo --out exp/demo --minutes 11 --epochs 30 --precision mixed_bfloat16  # = defaults
     stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
 
 It runs, in order (rerunning the command resumes: prepared data is kept, training
