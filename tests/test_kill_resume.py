@@ -28,6 +28,11 @@ from stenograph.recipes import experiment as exp_lib
 
 RESUME_LINE = re.compile(r"resuming from step-(\d{8}) \(step (\d+),")
 MAX_STEPS = 20
+# The killed runs get a step budget no machine finishes before its kill (on an idle
+# machine 20 steps fit between a checkpoint and a kill); the final run then finishes
+# a few steps past the last surviving checkpoint (`max_steps` may change on resume).
+KILLED_RUN_MAX_STEPS = 100_000
+FINAL_EXTRA_STEPS = 3
 
 
 def stenograph_command() -> list[str]:
@@ -132,11 +137,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> HostileCorpus:
     )
 
 
-def _train_args(corpus: HostileCorpus, exp_dir: Path) -> list[str]:
+def _train_args(corpus: HostileCorpus, exp_dir: Path, max_steps: int = MAX_STEPS) -> list[str]:
     return [
         "train", "--train-manifest", str(corpus.manifest), "--preset", "tiny",
         "--exp-dir", str(exp_dir), "--batch-size", "2", "--epochs", "100",
-        "--max-steps", str(MAX_STEPS), "--verbose", "0",
+        "--max-steps", str(max_steps), "--verbose", "0",
         # A checkpoint every step: most of a step's time is spent writing one, so
         # random kills land inside writes often.
         "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=2",
@@ -182,7 +187,7 @@ def test_training_survives_kill_9_at_random_moments(corpus: HostileCorpus, tmp_p
     for trial in range(5):
         log = tmp_path / f"trial-{trial}.log"
         before = complete_checkpoint_steps(exp_dir)
-        process = _start(_train_args(corpus, exp_dir), log)
+        process = _start(_train_args(corpus, exp_dir, KILLED_RUN_MAX_STEPS), log)
         # Wait until this run has written a checkpoint of its own, then kill: in the
         # last two trials the moment a checkpoint write is in progress, else at random.
         started = _wait_for(
@@ -215,12 +220,13 @@ def test_training_survives_kill_9_at_random_moments(corpus: HostileCorpus, tmp_p
 
     # The sixth run finishes the job from where the fifth kill left it.
     log = tmp_path / "final.log"
-    process = _start(_train_args(corpus, exp_dir), log)
+    final_steps = previous_steps[-1] + FINAL_EXTRA_STEPS
+    process = _start(_train_args(corpus, exp_dir, final_steps), log)
     assert process.wait(timeout=600) == 0, log.read_text(errors="replace")[-3000:]
     _assert_no_traceback(log)
     assert _resumed_step(log) == previous_steps[-1]
     summary = json.loads(log.read_text().strip().splitlines()[-1])
-    assert summary["step"] == MAX_STEPS
+    assert summary["step"] == final_steps
     assert not _writing_checkpoint(exp_dir)  # leftovers of killed writes were cleaned up
 
 
