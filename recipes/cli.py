@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 
 # Ordered as they appear in `stenograph --help`.
@@ -40,10 +41,14 @@ _log = logging.getLogger("stenograph")
 # TensorFlow's native start-up chatter (oneDNN notice, CUDA probing on a CPU-only
 # machine) is written to file descriptor 2 before absl logging is initialised, so
 # TF_CPP_MIN_LOG_LEVEL cannot silence it. Real errors still pass through.
+# Two formats: absl's (`I0000 00:00:...`, TF >= 2.18) and TF's own timestamped one
+# (`2026-11-23 23:46:08.225037: E external/...`, TF 2.17).
 _STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"
     r"|[IW]\d{4} "
-    r"|E\d{4} .*(cuda|cuInit|cudnn|cufft|cublas|TensorRT))"
+    r"|\d{4}-\d\d-\d\d [\d:.]+: [IW] "
+    r"|(E\d{4} |\d{4}-\d\d-\d\d [\d:.]+: E ).*(cuda|cuinit|cudnn|cufft|cublas|tensorrt))",
+    re.IGNORECASE,
 )
 
 
@@ -55,6 +60,9 @@ def _is_startup_noise(line: str) -> bool:
 def _load_tensorflow_quietly() -> None:
     """Imports TensorFlow and probes devices with native start-up noise filtered out."""
     sys.stderr.flush()
+    # pkg_resources (imported by some TensorFlow versions) warns that the
+    # `stenograph` namespace package has no single folder; that is by design.
+    warnings.filterwarnings("ignore", message="Module stenograph was already imported")
     saved_fd = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
