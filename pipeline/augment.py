@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .errors import reject_unknown_keys
+
 NOISE_KINDS = ("white", "pink", "babble")
 
 
@@ -84,10 +86,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AugmentConfig:
         """Builds a config from ``to_dict()`` output (lists become tuples)."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown AugmentConfig keys {unknown}. Received: values={values!r}")
+        reject_unknown_keys(cls, values)
         return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
 
 

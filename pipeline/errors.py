@@ -14,10 +14,11 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 __all__ = [
+    "reject_unknown_keys",
     "AudioDecodeError",
     "CorpusError",
     "ManifestError",
@@ -145,3 +146,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def reject_unknown_keys(config_class: type, values: dict) -> None:
+    """Raises if `values` has keys that are not fields of the dataclass `config_class`.
+
+    Raises:
+        ValueError: Naming the unknown keys and the fields the class has.
+    """
+    known = {field.name for field in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown {config_class.__name__} keys {unknown}; expected a subset of "
+            f"{sorted(known)}. Received: values={values!r}"
+        )

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .errors import reject_unknown_keys
+
 FeatureKind = Literal["logmel", "mfcc"]
 MelScale = Literal["slaney", "htk"]
 
@@ -92,13 +94,7 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FeatureConfig:
         """Builds a config from ``to_dict()`` output; unknown keys are an error."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown FeatureConfig keys {unknown}; expected a subset of "
-                f"{sorted(known)}. Received: values={values!r}"
-            )
+        reject_unknown_keys(cls, values)
         return cls(**values)
 
 
