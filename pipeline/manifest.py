@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,14 +129,18 @@ def is_within_root(path: str, root: str) -> bool:
 
 
 def resolve_audio_path(
-    audio_path: str, base_dir: str, root: str, allow_outside_root: bool = False
+    audio_path: str,
+    base_dir: str,
+    root: str | Sequence[str],
+    allow_outside_root: bool = False,
 ) -> str:
     """Resolves a manifest's audio path and checks it stays inside the corpus root.
 
     Args:
         audio_path: The path as written in the manifest.
         base_dir: Absolute folder relative paths resolve against (the manifest's folder).
-        root: Absolute corpus root the result must lie within.
+        root: Absolute corpus root the result must lie within, or several roots
+            (the result must lie within one of them).
         allow_outside_root: Accept absolute paths and ``..`` escapes anywhere.
 
     Returns:
@@ -149,12 +153,25 @@ def resolve_audio_path(
         raise ManifestError(f"audio_path is empty or contains a NUL byte. Received: {audio_path!r}")
     # os.path.join keeps absolute audio paths as they are; normpath folds "..".
     resolved = os.path.normpath(os.path.join(base_dir, audio_path))
-    if not allow_outside_root and not is_within_root(resolved, root):
+    roots = (root,) if isinstance(root, str) else tuple(root)
+    if not allow_outside_root and not any(is_within_root(resolved, r) for r in roots):
+        where = repr(roots[0]) if len(roots) == 1 else f"any of {list(roots)!r}"
         raise ManifestError(
             f"audio_path {audio_path!r} resolves to {resolved!r}, outside the corpus root "
-            f"{root!r}; pass allow_outside_root=True if this is intended"
+            f"{where}; pass allow_outside_root=True if this is intended"
         )
     return resolved
+
+
+def _normalized_roots(
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None, base_dir: str
+) -> tuple[str, ...]:
+    """The absolute corpus roots a manifest's audio must stay within (default: its folder)."""
+    if root is None:
+        return (base_dir,)
+    given = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+    roots = tuple(os.path.normpath(os.path.abspath(r)) for r in given if str(r))
+    return roots or (base_dir,)
 
 
 def _decode_line(raw: bytes, line_number: int) -> str:
@@ -204,7 +221,7 @@ def _optional_speaker(obj: dict[str, Any], item_id: str) -> str | None:
 
 
 def _utterance_from_object(
-    obj: dict[str, Any], base_dir: str, root: str, allow_outside_root: bool
+    obj: dict[str, Any], base_dir: str, root: tuple[str, ...], allow_outside_root: bool
 ) -> Utterance:
     item_id = _field(obj, ("id",), str, None)
     audio_path = _field(obj, _AUDIO_PATH_ALIASES, str, item_id)
@@ -241,7 +258,7 @@ def _open_manifest(path: Path):
 def iter_manifest(
     path: str | os.PathLike[str],
     *,
-    root: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     allow_outside_root: bool = False,
     on_problem: ProblemCallback | None = None,
     strict: bool = False,
@@ -250,7 +267,8 @@ def iter_manifest(
 
     Args:
         path: The manifest file.
-        root: Corpus root audio paths must stay within; defaults to the manifest's folder.
+        root: Corpus root audio paths must stay within, or several (a path must lie
+            within one); defaults to the manifest's folder.
         allow_outside_root: Accept audio paths outside `root` (absolute or ``..``).
         on_problem: Called with a `Problem` for each skipped line. If None, problems
             are collected and logged as warnings when the file is done.
@@ -265,7 +283,7 @@ def iter_manifest(
     """
     path = Path(path)
     base_dir = os.path.normpath(path.parent.absolute())
-    root_dir = base_dir if root is None else os.path.normpath(os.path.abspath(root))
+    root_dir = _normalized_roots(root, base_dir)
     collected: list[Problem] = []
     report = on_problem if on_problem is not None else collected.append
     seen: dict[str, int] = {}
@@ -291,7 +309,7 @@ def _parse_line(
     raw: bytes,
     line_number: int,
     base_dir: str,
-    root: str,
+    root: tuple[str, ...],
     allow_outside_root: bool,
     seen: dict[str, int],
 ) -> Utterance | None:
@@ -310,7 +328,7 @@ def _parse_line(
 def read_manifest(
     path: str | os.PathLike[str],
     *,
-    root: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     allow_outside_root: bool = False,
     on_problem: ProblemCallback | None = None,
     strict: bool = False,
@@ -324,7 +342,8 @@ def read_manifest(
 
     Args:
         path: The manifest file.
-        root: Corpus root audio paths must stay within; defaults to the manifest's folder.
+        root: Corpus root audio paths must stay within, or several (a path must lie
+            within one); defaults to the manifest's folder.
         allow_outside_root: Accept audio paths outside `root` (absolute or ``..``).
         on_problem: Called with a `Problem` (file, line, kind, message) per skipped
             line; if None, problems are logged as warnings.

@@ -41,6 +41,10 @@ class DataConfig:
             handy for smoke runs.
         max_valid_utterances: Use only the first N validation utterances (0 = all).
         dataset: Extra keyword arguments for `pipeline.dataset.DatasetConfig`.
+        audio_root: Folder every manifest audio path must lie within (written by
+            `stenograph prepare`: the corpus' common folder). Empty: each manifest's
+            own folder. Paths outside are reported and skipped.
+        allow_outside_root: Accept audio paths anywhere (absolute or ``..``).
     """
 
     train_manifest: str = ""
@@ -51,6 +55,8 @@ class DataConfig:
     max_train_utterances: int = 0
     max_valid_utterances: int = 0
     dataset: dict[str, Any] = field(default_factory=dict)
+    audio_root: str = ""
+    allow_outside_root: bool = False
 
 
 @dataclass

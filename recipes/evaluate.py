@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from stenograph.pipeline.text import Vocabulary
 
 from .config import atomic_write_text
 from .experiment import load_experiment
-from .train import make_dataset
+from .train import audio_roots, make_dataset
 from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.evaluate")
@@ -124,26 +125,44 @@ def summarize(
     )
 
 
+def nothing_to_evaluate_message(manifest: str | os.PathLike[str], skipped: list[Problem]) -> str:
+    """Why a manifest gave no utterance to evaluate, with what to do about it."""
+    message = f"No usable utterance in {str(manifest)!r}"
+    if not skipped:
+        return message + " (the manifest is empty)."
+    kinds = Counter(problem.kind for problem in skipped)
+    message += f": {len(skipped)} lines skipped ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
+    if kinds.get("path_outside_root"):
+        message += (
+            ". Audio must lie within the manifest's folder or the experiment's data.audio_root; "
+            "pass --allow-outside-root if the paths are intended"
+        )
+    return message + "."
+
+
 def make_batch_decoder(
     kind: str,
     vocabulary: Vocabulary,
-    beam_width: int,
+    beam_width: int | None,
     lm_path: str | None,
     alpha: float | None,
     beta: float | None,
+    tuned_from: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """`recipes.decoding.make_decoder` for beam/LM decoding (None for greedy)."""
+    """`recipes.decoding.make_decoder` for beam/LM decoding (None for greedy).
+
+    Settings left as None take the decoder's defaults or, for "lm", those tuned
+    into `<tuned_from>/decoding.json` by `stenograph lm tune`.
+    """
     if kind == "greedy":
         return None
-    from .decoding import make_decoder
+    from .decoding import make_decoder, with_tuned_defaults
 
-    options: dict[str, Any] = {"beam_width": beam_width}
-    if lm_path:
-        options["lm_path"] = lm_path
-    if alpha is not None:
-        options["alpha"] = alpha
-    if beta is not None:
-        options["beta"] = beta
+    given = {"beam_width": beam_width, "lm_path": lm_path or None, "alpha": alpha, "beta": beta}
+    if tuned_from is not None:
+        given = with_tuned_defaults({"kind": kind, **given}, tuned_from)
+        given.pop("kind")
+    options = {key: value for key, value in given.items() if value is not None}
     return make_decoder(kind, vocabulary, **options)
 
 
@@ -178,13 +197,14 @@ def evaluate(
     *,
     report: str | os.PathLike[str] | None = None,
     decoder: str = "greedy",
-    beam_width: int = 16,
+    beam_width: int | None = None,
     lm_path: str | None = None,
     alpha: float | None = None,
     beta: float | None = None,
     weights: str = "best",
     batch_size: int | None = None,
     limit: int = 0,
+    allow_outside_root: bool = False,
 ) -> EvaluationSummary:
     """Transcribes a manifest with a trained experiment and scores it.
 
@@ -195,21 +215,31 @@ def evaluate(
             `<exp_dir>/eval/<manifest>-<decoder>.jsonl`); the summary goes to
             the same name with `.summary.json`.
         decoder: "greedy", "beam" or "lm" (see `recipes.decoding`).
-        beam_width: Beam width for "beam"/"lm".
-        lm_path: KenLM model for "lm".
-        alpha: LM weight for "lm".
-        beta: Word insertion bonus for "lm".
+        beam_width: Beam width for "beam"/"lm" (None: tuned for "lm", else the default).
+        lm_path: KenLM model for "lm" (None: the one `stenograph lm tune` recorded).
+        alpha: LM weight for "lm" (None: tuned, else the default).
+        beta: Word insertion bonus for "lm" (None: tuned, else the default).
         weights: "best", "last" or a weights file.
         batch_size: Override the experiment's batch size.
         limit: Evaluate only the first N utterances (0 = all).
+        allow_outside_root: Accept audio paths outside the manifest's folder and the
+            experiment's `data.audio_root` (otherwise they are reported and skipped).
 
     Returns:
         The `EvaluationSummary` (also written as JSON).
     """
     experiment = load_experiment(exp_dir, weights=weights)
     bad_lines: list[Problem] = []
-    utterances = read_manifest(manifest, allow_outside_root=True, on_problem=bad_lines.append)
+    data = experiment.config.data
+    utterances = read_manifest(
+        manifest,
+        root=audio_roots(manifest, data),
+        allow_outside_root=allow_outside_root or data.allow_outside_root,
+        on_problem=bad_lines.append,
+    )
     log_problems(bad_lines)
+    if not utterances:
+        raise ValueError(nothing_to_evaluate_message(manifest, bad_lines))
     if limit > 0:
         utterances = utterances[:limit]
     check_vocabulary(experiment.vocabulary, utterances, str(manifest), str(exp_dir))
@@ -222,7 +252,7 @@ def evaluate(
         else (Path(exp_dir) / "eval" / f"{Path(manifest).stem}-{decoder}.jsonl")
     )
     batch_decoder = make_batch_decoder(
-        decoder, experiment.vocabulary, beam_width, lm_path, alpha, beta
+        decoder, experiment.vocabulary, beam_width, lm_path, alpha, beta, tuned_from=exp_dir
     )
     drops = data_lib.DropReport()
     dataset = make_dataset(utterances, experiment.vocabulary, config, training=False, report=drops)
@@ -233,17 +263,20 @@ def evaluate(
             experiment.model, dataset, experiment.vocabulary, batch_decoder
         )
     ]
-    skipped = len(utterances) - len(results)
+    skipped = len(bad_lines) + len(utterances) - len(results)
     if skipped:
         _log.warning(
-            "%d of %d utterances were skipped (unreadable audio or unusable text)",
+            "%d of %d manifest lines were skipped (bad lines, audio outside the corpus, "
+            "unreadable audio or unusable text); reasons in %s",
             skipped,
-            len(utterances),
+            len(bad_lines) + len(utterances),
+            summary_path(report_path),
         )
     summary = summarize(results, str(manifest), decoder, skipped, str(report_path))
     reasons = [
         {"line": p.line, "id": p.item_id, "kind": p.kind, "reason": p.message} for p in bad_lines
     ] + [{"id": p.item_id, "kind": p.kind, "reason": p.message} for p in drops.problems]
+    # Bad manifest lines are listed by line number in `reasons`; ids here are utterances.
     write_report(report_path, results, summary, _missing(utterances, results), reasons)
     return summary
 
@@ -308,14 +341,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="manifest to evaluate (repeat for several)",
     )
     parser.add_argument("--decoder", default="greedy", choices=("greedy", "beam", "lm"))
-    parser.add_argument("--beam-width", type=int, default=16)
-    parser.add_argument("--lm", dest="lm_path", help="KenLM model for --decoder lm")
-    parser.add_argument("--alpha", type=float, help="LM weight")
-    parser.add_argument("--beta", type=float, help="word insertion bonus")
+    parser.add_argument(
+        "--beam-width", type=int, help="beam width (default: tuned for lm, else 64)"
+    )
+    parser.add_argument(
+        "--lm",
+        dest="lm_path",
+        help="KenLM model for --decoder lm (default: the one `stenograph lm tune` recorded)",
+    )
+    parser.add_argument("--alpha", type=float, help="LM weight (default: tuned)")
+    parser.add_argument("--beta", type=float, help="word insertion bonus (default: tuned)")
     parser.add_argument("--weights", default="best", help="best, last or a .weights.h5 file")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     parser.add_argument("--report", help="report path (only with a single --manifest)")
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept manifest audio paths outside the manifest's folder and the experiment's "
+        "data.audio_root (absolute or ../); by default such lines are skipped and reported",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -347,6 +392,7 @@ def run_command(args: argparse.Namespace) -> int:
             weights=args.weights,
             batch_size=args.batch_size,
             limit=args.limit,
+            allow_outside_root=args.allow_outside_root,
         )
         print(format_summary(summary))
     return 0

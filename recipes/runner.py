@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,28 @@ def check_split(
     return kept, skipped
 
 
+def common_audio_folder(manifests: Sequence[Path]) -> str:
+    """The deepest folder holding every audio file of the given (prepared) manifests.
+
+    Training and evaluation confine manifest audio paths to it, so a manifest edited
+    or swapped later cannot make them read files from elsewhere.
+
+    Args:
+        manifests: Manifests written by the check stage (missing ones are ignored).
+
+    Returns:
+        An absolute folder, or "" when the manifests hold no audio.
+    """
+    folders = {
+        os.path.dirname(utterance.audio_path)
+        for path in manifests
+        if path.is_file()
+        # Our own output: its paths were confined when the corpus was imported.
+        for utterance in read_manifest(path, allow_outside_root=True)
+    }
+    return os.path.commonpath(sorted(folders)) if folders else ""
+
+
 @dataclass
 class PreparedPaths:
     """Where a prepared corpus lives."""
@@ -280,12 +303,16 @@ def recipe_stages(
         _log.info("vocabulary: %d tokens + blank", len(vocabulary.tokens) - 1)
 
     def config_stage() -> None:
+        splits = [raw.stem for raw in sorted((paths.data_dir / "raw").glob("*.jsonl"))]
+        manifests = [paths.manifest(split) for split in splits] + [paths.train_manifest]
         config = ExperimentConfig(model=model_preset(preset)).override(
             {
                 **recipe.config_overrides,
                 "data.train_manifest": str(paths.train_manifest.absolute()),
                 "data.valid_manifest": str(paths.manifest(recipe.valid_split).absolute()),
                 "data.vocabulary": str(paths.vocabulary.absolute()),
+                # train/evaluate refuse audio outside the folder this corpus came from.
+                "data.audio_root": common_audio_folder(manifests),
             }
         )
         config.save(paths.config)

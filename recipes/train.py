@@ -42,7 +42,7 @@ from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
 
 from . import experiment as exp_lib
-from .config import ExperimentConfig, TrainConfig, model_preset, parse_override
+from .config import DataConfig, ExperimentConfig, TrainConfig, model_preset, parse_override
 from .model import build_model
 from .vocabulary_check import check_vocabulary
 
@@ -66,7 +66,8 @@ RESUMABLE_CHANGES = {
         "checkpoint_every",
         "keep_checkpoints",
     },
-    "data": {"max_valid_utterances"},
+    # Where audio may live is a safety setting, not part of the model.
+    "data": {"max_valid_utterances", "audio_root", "allow_outside_root"},
 }
 
 
@@ -293,14 +294,60 @@ def _warn_nonfinite(utterance_ids: tf.Tensor) -> None:
 # Data.
 
 
+def audio_roots(manifest: str | os.PathLike[str], data: DataConfig) -> list[str]:
+    """Folders a manifest's audio may come from: its own folder and `data.audio_root`.
+
+    Args:
+        manifest: The manifest file.
+        data: The experiment's data settings.
+
+    Returns:
+        Absolute folders; an audio path outside all of them is skipped and reported
+        unless `data.allow_outside_root`.
+    """
+    roots = [os.path.abspath(os.path.dirname(os.path.abspath(manifest)))]
+    if data.audio_root:
+        roots.append(os.path.abspath(data.audio_root))
+    return roots
+
+
 def load_utterances(
-    path: str, limit: int = 0, on_problem: Callable[[Problem], None] | None = None
+    path: str,
+    limit: int = 0,
+    on_problem: Callable[[Problem], None] | None = None,
+    data: DataConfig | None = None,
 ) -> list[Utterance]:
-    """Reads a manifest (bad lines are reported and skipped); keeps the first `limit`."""
+    """Reads a manifest (bad lines are reported and skipped); keeps the first `limit`.
+
+    Audio paths must stay within the manifest's folder or `data.audio_root` unless
+    `data.allow_outside_root`.
+    """
     if not path:
         return []
-    utterances = read_manifest(path, allow_outside_root=True, on_problem=on_problem)
+    data = data or DataConfig()
+    utterances = read_manifest(
+        path,
+        root=audio_roots(path, data),
+        allow_outside_root=data.allow_outside_root,
+        on_problem=on_problem,
+    )
     return utterances[:limit] if limit > 0 else utterances
+
+
+def no_training_data_message(data: DataConfig, report: data_lib.DropReport) -> str:
+    """Why training has nothing to read, with what to do about it."""
+    message = f"No training utterances. Received: data.train_manifest={data.train_manifest!r}"
+    if not len(report):
+        return message
+    message += f"; every line was skipped ({report.summary()})"
+    if report.counts().get("path_outside_root"):
+        message += (
+            ". Audio must lie within the manifest's folder or data.audio_root; pass "
+            "--allow-outside-root (or --set data.audio_root=FOLDER) if the paths are intended"
+        )
+    if report.path:
+        message += f". Each line's reason is in {report.path}"
+    return message
 
 
 def resolve_vocabulary(
@@ -496,15 +543,18 @@ class TrainingRun:
             self.exp_dir / DATA_REPORT_FILE if self.is_chief else None
         )
         self.train_utterances = load_utterances(
-            config.data.train_manifest, config.data.max_train_utterances, self._manifest_problem
+            config.data.train_manifest,
+            config.data.max_train_utterances,
+            self._manifest_problem,
+            config.data,
         )
         if not self.train_utterances:
-            raise ValueError(
-                "No training utterances. Received: data.train_manifest="
-                f"{config.data.train_manifest!r}"
-            )
+            raise ValueError(no_training_data_message(config.data, self.data_report))
         self.valid_utterances = load_utterances(
-            config.data.valid_manifest, config.data.max_valid_utterances, self._manifest_problem
+            config.data.valid_manifest,
+            config.data.max_valid_utterances,
+            self._manifest_problem,
+            config.data,
         )
         self.vocabulary = resolve_vocabulary(config, self.exp_dir, self.train_utterances)
         # A resumed run or a given vocabulary may not cover this data: say so before
@@ -816,11 +866,12 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         "train.precision": args.precision,
         "train.strategy": args.strategy,
         "train.verbose": args.verbose,
+        "data.allow_outside_root": True if args.allow_outside_root else None,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}
     overrides.update(parse_override(text) for text in args.set or [])
     config = config.override(overrides)
-    for key in ("train_manifest", "valid_manifest", "vocabulary"):
+    for key in ("train_manifest", "valid_manifest", "vocabulary", "audio_root"):
         value = getattr(config.data, key)
         if value:  # Absolute, so the saved config works from any directory.
             config = config.override({f"data.{key}": str(Path(value).absolute())})
@@ -855,6 +906,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tf.distribute strategy (multiworker reads TF_CONFIG)",
     )
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output")
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept manifest audio paths outside the manifest's folder and data.audio_root "
+        "(absolute or ../); by default such lines are skipped and reported",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -1,6 +1,7 @@
 """`stenograph evaluate`: scoring against jiwer, reports, greedy and beam decoding."""
 
 import json
+import shutil
 from pathlib import Path
 
 import jiwer
@@ -66,3 +67,29 @@ def test_evaluate_a_trained_experiment_greedy_and_beam(trained):
     )
     assert beam.decoder == "beam" and beam.utterances == 8
     assert beam.cer <= greedy.cer + 0.02
+
+
+def test_evaluate_confines_audio_to_the_manifest_folder_and_audio_root(trained):
+    """Absolute paths outside both folders are skipped with a reason unless allowed."""
+    folder, valid = trained
+    lines = [json.loads(line) for line in valid.read_text().splitlines()]
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    manifest = elsewhere / "absolute.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({**r, "audio_path": str(valid.parent / r["audio_path"])}) + "\n"
+                for r in lines[:3])
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"3 path_outside_root.*--allow-outside-root"):
+        evaluate_lib.evaluate(folder / "exp", manifest, report=folder / "confined.jsonl")
+    # One line inside the manifest's folder is evaluated, the others reported.
+    shutil.copy(valid.parent / lines[0]["audio_path"], elsewhere / "inside.wav")
+    with manifest.open("a") as f:
+        f.write(json.dumps({**lines[0], "id": "inside", "audio_path": "inside.wav"}) + "\n")
+    summary = evaluate_lib.evaluate(folder / "exp", manifest, report=folder / "confined.jsonl")
+    assert summary.utterances == 1 and summary.skipped == 3
+
+    allowed = evaluate_lib.evaluate(
+        folder / "exp", manifest, report=folder / "allowed.jsonl", allow_outside_root=True
+    )
+    assert allowed.utterances == 4 and allowed.skipped == 0

@@ -72,6 +72,10 @@ def test_prepare_writes_manifests_vocabulary_and_config_and_is_rerunnable(tmp_pa
     config = ExperimentConfig.load(data_dir / "config.json")
     assert config.data.train_manifest == str((data_dir / "train.jsonl").absolute())
     assert config.model.lstm_units == 64  # the tiny preset asked for
+    # Training and evaluation confine audio to the folder the corpus came from.
+    audio = [json.loads(line)["audio_path"] for line in train]
+    assert config.data.audio_root and str(tmp_path) in config.data.audio_root
+    assert all(path.startswith(config.data.audio_root + "/") for path in audio)
     assert len(list((data_dir / ".stages").glob("*.done"))) == 4
     # A rerun skips every stage already done.
     caplog.set_level("INFO", logger="stenograph.prepare")

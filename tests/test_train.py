@@ -201,3 +201,58 @@ def test_global_normalisation_statistics_come_from_training_data_and_are_saved(t
     mean, std = np.asarray(layer.mean), np.asarray(layer.std)
     # Log-mel power of quiet tones: far below zero on average, with spread.
     assert mean.shape == (80,) and mean.mean() < -5 and (std > 0).all() and std.max() > 0.5
+
+
+def test_manifest_audio_must_stay_within_its_folder_or_the_audio_root(tmp_path):
+    """A manifest pointing outside its folder and `data.audio_root` is refused line by line."""
+    from stenograph.recipes.config import DataConfig
+
+    corpus = fixtures.write_manifest_corpus(tmp_path / "corpus", fixtures.PHRASES[:2])
+    inside = json.loads(corpus.read_text().splitlines()[0])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    escaping = {**inside, "id": "escapes", "audio_path": "../corpus/" + inside["audio_path"]}
+    absolute = {**inside, "id": "absolute", "audio_path": str(corpus.parent / inside["audio_path"])}
+    manifest = elsewhere / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in (escaping, absolute)))
+
+    problems = []
+    assert train_lib.load_utterances(str(manifest), on_problem=problems.append) == []
+    assert {(p.item_id, p.kind) for p in problems} == {
+        ("escapes", "path_outside_root"),
+        ("absolute", "path_outside_root"),
+    }
+    assert "outside the corpus root" in problems[0].message
+    # The corpus folder recorded by `prepare`, or an explicit opt-in, lets them through.
+    for data in (DataConfig(audio_root=str(corpus.parent)), DataConfig(allow_outside_root=True)):
+        kept = train_lib.load_utterances(str(manifest), data=data)
+        assert [u.id for u in kept] == ["escapes", "absolute"]
+    # A sibling folder whose name merely starts with the root's is still outside.
+    data = DataConfig(audio_root=str(tmp_path / "corp"))
+    assert train_lib.load_utterances(str(manifest), data=data) == []
+
+
+def test_train_cli_confines_manifests_and_records_the_refusals(tmp_path, caplog):
+    """`stenograph train` on a raw manifest whose audio lies elsewhere: reported, not read."""
+    from stenograph.recipes.cli import main
+
+    corpus = fixtures.write_manifest_corpus(tmp_path / "corpus", fixtures.PHRASES[:4])
+    lines = [json.loads(line) for line in corpus.read_text().splitlines()]
+    outside = tmp_path / "manifests"
+    outside.mkdir()
+    manifest = outside / "train.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({**r, "audio_path": str(corpus.parent / r["audio_path"])}) + "\n"
+                for r in lines)
+    )  # fmt: skip
+    base = ["train", "--preset", "tiny", "--train-manifest", str(manifest), "--max-steps", "1",
+            "--batch-size", "4", "--verbose", "0"]  # fmt: skip
+    assert main([*base, "--exp-dir", str(tmp_path / "refused")]) == 1
+    assert "No training utterances" in caplog.text and "--allow-outside-root" in caplog.text
+    assert "Traceback" not in caplog.text
+    report = (tmp_path / "refused" / train_lib.DATA_REPORT_FILE).read_text()
+    assert report.count("path_outside_root") == len(lines)
+
+    assert main([*base, "--exp-dir", str(tmp_path / "allowed"), "--allow-outside-root"]) == 0
+    saved = ExperimentConfig.load(tmp_path / "allowed" / exp_lib.CONFIG_FILE)
+    assert saved.data.allow_outside_root is True
