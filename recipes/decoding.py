@@ -32,6 +32,7 @@ character with id ``i``; the space token ``" "`` separates words.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ __all__ = [
     "greedy_path",
     "read_unigrams",
     "unigrams_path_for",
+    "with_tuned_defaults",
     "words_from_alignment",
 ]
 
@@ -69,6 +71,9 @@ DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
 SPACE = " "
+#: Written into an experiment by `stenograph lm tune` (and the recipes' LM stage).
+TUNED_DECODING_FILE = "decoding.json"
+_TUNED_KEYS = ("lm_path", "alpha", "beta", "beam_width")
 
 
 @dataclass(frozen=True)
@@ -463,7 +468,10 @@ def make_decoder(
     if kind not in ("greedy", "beam", "lm"):
         raise ValueError(f"kind must be 'greedy', 'beam' or 'lm'. Received: kind={kind!r}")
     if kind == "lm" and lm_path is None:
-        raise ValueError("kind='lm' needs lm_path (build one with `stenograph lm build`).")
+        raise ValueError(
+            "kind='lm' needs lm_path: give --lm PATH (build one with `stenograph lm build`), "
+            "or run `stenograph lm tune` so the experiment's decoding.json names it."
+        )
     if kind != "lm" and lm_path is not None:
         raise ValueError(
             f"lm_path is only used by kind='lm'. Received: kind={kind!r}, lm_path={lm_path!r}"
@@ -486,3 +494,50 @@ def make_decoder(
         unigrams=unigrams,
         backend=backend,
     )
+
+
+def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
+    """The LM decoder settings `stenograph lm tune` chose for a model folder.
+
+    Args:
+        model_dir: An experiment folder (or an export holding a copy of the file).
+
+    Returns:
+        ``lm_path``, ``alpha``, ``beta`` and ``beam_width`` where recorded; empty when
+        the folder has no ``decoding.json`` or it cannot be read (logged).
+    """
+    path = Path(model_dir) / TUNED_DECODING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        choice = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        _log.warning("ignoring %s: %s", path, e)
+        return {}
+    if not isinstance(choice, dict):
+        _log.warning("ignoring %s: not a JSON object", path)
+        return {}
+    return {key: choice[key] for key in _TUNED_KEYS if choice.get(key) is not None}
+
+
+def with_tuned_defaults(options: dict[str, Any], model_dir: str | Path) -> dict[str, Any]:
+    """Fills the unset settings of an LM decoder from the model's ``decoding.json``.
+
+    So ``--decoder lm`` alone uses the LM and the alpha/beta tuned on dev data,
+    while anything given explicitly wins. Other decoder kinds are returned unchanged.
+
+    Args:
+        options: `make_decoder` keyword arguments (``kind`` included).
+        model_dir: The experiment (or export) folder.
+
+    Returns:
+        A new options dict.
+    """
+    if options.get("kind") != "lm":
+        return dict(options)
+    tuned = read_tuned_decoding(model_dir)
+    filled = {key: value for key, value in tuned.items() if options.get(key) is None}
+    if filled:
+        settings = ", ".join(f"{key}={value}" for key, value in filled.items())
+        _log.info("LM decoding: %s from %s", settings, Path(model_dir) / TUNED_DECODING_FILE)
+    return {**options, **filled}

@@ -43,7 +43,7 @@ import numpy as np
 
 from stenograph.pipeline.text import TextNormalizer
 
-from .decoding import DEFAULT_BEAM_WIDTH, Decoder, make_decoder
+from .decoding import DEFAULT_BEAM_WIDTH, TUNED_DECODING_FILE, Decoder, make_decoder
 
 __all__ = [
     "DECODING_FILE",
@@ -75,7 +75,7 @@ _log = logging.getLogger("stenograph")
 KENLM_VERSION = "0.3.0"
 KENLM_MAX_ORDER = 6
 PROGRAMS = ("lmplz", "build_binary", "query")
-DECODING_FILE = "decoding.json"
+DECODING_FILE = TUNED_DECODING_FILE
 
 # What the build needs -> the Debian package that provides it.
 _REQUIRED_COMMANDS = {"cmake": "cmake", "c++": "build-essential", "make": "build-essential"}

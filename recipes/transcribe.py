@@ -519,9 +519,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CTC decoding: best path, prefix beam search, or beam search with --lm",
     )
     parser.add_argument("--beam-width", type=int, default=None, help="beam width (implies beam)")
-    parser.add_argument("--lm", dest="lm_path", help="KenLM model for --decoder lm")
-    parser.add_argument("--alpha", type=float, default=None, help="LM weight")
-    parser.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    parser.add_argument(
+        "--lm",
+        dest="lm_path",
+        help="KenLM model for --decoder lm (default: the one `stenograph lm tune` recorded "
+        "in the model folder's decoding.json)",
+    )
+    parser.add_argument("--alpha", type=float, default=None, help="LM weight (default: tuned)")
+    parser.add_argument(
+        "--beta", type=float, default=None, help="word insertion bonus (default: tuned)"
+    )
     parser.add_argument(
         "--hotword", action="append", default=[], help="WORD[:weight] to boost; repeatable"
     )
@@ -564,10 +571,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for failure in failures:
         _report_failure(failure)
-    from .decoding import make_decoder
+    from .decoding import make_decoder, with_tuned_defaults
 
     model = load_acoustic_model(args.model, args.weights)
-    decoder = make_decoder(vocabulary=model.vocabulary, **decoder_options(args))
+    options = with_tuned_defaults(decoder_options(args), args.model)
+    decoder = make_decoder(vocabulary=model.vocabulary, **options)
     writer = OutputWriter(sources, formats, args.output_dir)
     report = transcribe_sources(
         sources,

@@ -3,6 +3,8 @@
 Language-model decoding needs a built KenLM model and is tested in test_lm.py.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,22 @@ def test_pipeline_vocabulary_works_as_is():
         (result,) = make_decoder(kind, vocabulary).decode_batch(*batch_of(log_probs))
         assert result.text == "cat dog"
         assert vocabulary.decode(result.token_ids) == "cat dog"
+
+
+def test_tuned_defaults_fill_only_unset_lm_settings(tmp_path, caplog):
+    from stenograph.recipes.decoding import with_tuned_defaults
+
+    choice = {"decoder": "lm", "lm_path": "/lm/lm.binary", "alpha": 1.5, "beta": 3.0,
+              "beam_width": 32, "dev_wer": 0.2}  # fmt: skip
+    (tmp_path / "decoding.json").write_text(json.dumps(choice))
+    with caplog.at_level("INFO", logger="stenograph"):
+        filled = with_tuned_defaults({"kind": "lm", "alpha": 0.7, "beta": None}, tmp_path)
+    assert filled == {"kind": "lm", "alpha": 0.7, "beta": 3.0, "lm_path": "/lm/lm.binary",
+                      "beam_width": 32}  # fmt: skip
+    assert "decoding.json" in caplog.text
+    # Other decoders, and folders without (or with a broken) decoding.json, are untouched.
+    assert with_tuned_defaults({"kind": "beam"}, tmp_path) == {"kind": "beam"}
+    assert with_tuned_defaults({"kind": "lm"}, tmp_path / "none") == {"kind": "lm"}
+    (tmp_path / "decoding.json").write_text("{not json")
+    given = {"kind": "lm", "alpha": 1.0}
+    assert with_tuned_defaults(given, tmp_path) == given

@@ -318,7 +318,7 @@ def test_cli_install_tools_reports_cached_tools(kenlm_tools, capsys):
     assert str(kenlm_tools.lmplz.parent) in capsys.readouterr().out
 
 
-def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsys):
+def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsys, caplog):
     """`lm build --exp-dir` then `lm tune` on a tiny tone-corpus experiment (plumbing)."""
     import json
 
@@ -355,3 +355,11 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     trials = {(t["alpha"], t["beta"]): t["wer"] for t in choice["trials"]}
     assert set(trials) == {(0.0, 1.0), (0.5, 1.0)}
     assert choice["dev_wer"] == min(trials.values()) == trials[(choice["alpha"], choice["beta"])]
+
+    # `--decoder lm` alone now uses the recorded LM and the tuned weights.
+    from stenograph.recipes import evaluate as evaluate_lib
+
+    with caplog.at_level("INFO", logger="stenograph"):
+        summary = evaluate_lib.evaluate(exp, train, decoder="lm", report=tmp_path / "lm.jsonl")
+    assert summary.decoder == "lm" and summary.utterances == len(phrases)
+    assert f"alpha={choice['alpha']}" in caplog.text and "lm.binary" in caplog.text
