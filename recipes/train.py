@@ -65,6 +65,9 @@ RESUMABLE_CHANGES = {
         "max_nonfinite_steps",
         "checkpoint_every",
         "keep_checkpoints",
+        # A longer or shorter cosine decay continues the same run (the demo fits
+        # the decay to the epochs its time budget allows).
+        "decay_steps",
     },
     # Where audio may live is a safety setting, not part of the model.
     "data": {"max_valid_utterances", "audio_root", "allow_outside_root"},
