@@ -1,6 +1,7 @@
 """Recipes end to end: prepare (in the corpus' real layout) -> train -> evaluate -> report."""
 
 import json
+from pathlib import Path
 
 import pytest
 import recipe_fixtures as fixtures
@@ -90,6 +91,28 @@ def test_prepare_reports_unusable_utterances(tmp_path):
     raw = (data_dir / "raw" / "train.jsonl").read_text()
     assert "gone" not in (data_dir / "train.jsonl").read_text()
     assert "gone" not in raw or any(item["id"] == "gone" for item in report)
+
+
+@pytest.mark.parametrize("name", ["librispeech", "ljspeech", "commonvoice"])
+def test_prepare_reports_bad_lines_of_the_corpus_own_files(tmp_path, name):
+    """A transcript line for audio that is not there reaches prepare_report.jsonl."""
+    args, _ = LAYOUTS[name](tmp_path)
+    corpus = Path(args[1])
+    if name == "librispeech":
+        transcript = next(corpus.rglob("train-clean-100/*/*/*.trans.txt"))
+        with transcript.open("a") as f:
+            f.write("100-2000-9999 A GHOST LINE\n")
+    elif name == "ljspeech":
+        with (corpus / "metadata.csv").open("a") as f:
+            f.write("LJ999-9999|a ghost line|a ghost line\n")
+    else:
+        with (corpus / "train.tsv").open("a") as f:
+            f.write("client\tghost.mp3\ta ghost line\t0\t0\t\t\t\t\n")
+    data_dir = tmp_path / "data"
+    assert main(["prepare", name, *args, "--data-dir", str(data_dir), "--preset", "tiny"]) == 0
+    report = (data_dir / "prepare_report.jsonl").read_text()
+    assert "ghost" in report.lower() or "9999" in report, report
+    assert "ghost" not in (data_dir / "train.jsonl").read_text().lower()
 
 
 def test_stages_run_in_order_and_resume_after_a_failure(tmp_path):

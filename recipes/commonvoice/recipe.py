@@ -35,7 +35,7 @@ def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
     """Imports the `train`, `dev` and `test` TSVs present under `args.corpus`."""
     corpus = Path(args.corpus)
     return {
-        split: import_commonvoice(corpus, split)
+        split: import_commonvoice(corpus, split, on_problem=getattr(args, "on_problem", None))
         for split in SPLITS
         if (corpus / f"{split}.tsv").is_file()
     }

@@ -37,7 +37,7 @@ def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
     if not corpus.is_dir():
         raise FileNotFoundError(f"LibriSpeech folder not found. Received: corpus={corpus}")
     return {
-        split: import_librispeech(corpus / split)
+        split: import_librispeech(corpus / split, on_problem=getattr(args, "on_problem", None))
         for split in TRAIN_SPLITS + EVAL_SPLITS
         if (corpus / split).is_dir()
     }

@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
     """Imports `metadata.csv` and splits it deterministically."""
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
-    for index, utterance in enumerate(import_ljspeech(args.corpus)):
+    for index, utterance in enumerate(
+        import_ljspeech(args.corpus, on_problem=getattr(args, "on_problem", None))
+    ):
         splits[split_of(index)].append(utterance)
     return splits
 
