@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import sys
@@ -50,6 +51,8 @@ from stenograph.pipeline.text import Vocabulary
 from .config import ExperimentConfig, fsync_directory
 from .experiment import CONFIG_FILE, VOCABULARY_FILE, resolve_weights
 from .model import build_model
+
+_log = logging.getLogger("stenograph.export")
 
 METADATA_FILE = "stenograph.json"
 EXTRA_DIR = "assets.extra"  # TF Serving's folder for files the graph does not read
@@ -223,6 +226,7 @@ def export_module(
     """
     started = time.perf_counter()
     target = Path(output_dir).absolute()
+    _restore_retired_export(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -357,6 +361,24 @@ def _move_into_place(partial: Path, target: Path) -> None:
     fsync_directory(target.parent)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def _restore_retired_export(target: Path) -> None:
+    """Puts back an old export a killed run had moved aside but not yet replaced.
+
+    `_move_into_place` renames the old export to `.<name>.old-<pid>` and then the
+    new one to `<name>`; a kill between the two leaves no `<name>` at all, and the
+    old export is the last one known complete.
+    """
+    if target.exists():
+        return
+    retired = sorted(
+        target.parent.glob(f".{target.name}.old-*"), key=lambda path: path.stat().st_mtime
+    )
+    if retired:
+        os.replace(retired[-1], target)
+        fsync_directory(target.parent)
+        _log.warning("restored %s, moved aside by an interrupted export", target)
 
 
 def _remove_stale_partials(target: Path) -> None:

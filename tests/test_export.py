@@ -255,6 +255,19 @@ def test_failed_export_leaves_no_model_and_keeps_the_old_one(exported, tmp_path,
     assert "transcribe_wav" in tf.saved_model.load(str(target)).signatures
 
 
+def test_a_kill_between_the_two_renames_keeps_the_old_export(exported, tmp_path):
+    """Killed after moving the old export aside, before moving the new one in."""
+    exp_dir, result = exported
+    target = tmp_path / "model"
+    shutil.copytree(result.saved_model, tmp_path / ".model.old-4242")
+    (tmp_path / ".model.partial-4242").mkdir()  # whatever the killed run left
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_lib.export_experiment(exp_dir, target)
+    assert "transcribe_wav" in tf.saved_model.load(str(target)).signatures
+    export_lib.export_experiment(exp_dir, target, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
 @pytest.mark.slow
 def test_kill_during_export_never_leaves_a_broken_model(exported, tmp_path):
     exp_dir, _ = exported
