@@ -75,6 +75,27 @@ def _unstack(tensor):
     return tf.TensorArray(tensor.dtype, size=tf.shape(tensor)[0]).unstack(tensor)
 
 
+def cell_dtype(compute_dtype):
+    """Dtype of the fused path's element-wise cell math for a compute dtype.
+
+    Half precision (bfloat16, float16) keeps only the matmuls in the compute dtype and
+    does the gates, the cell state and the backward factors in float32. Why: on CPU a
+    bfloat16 element-wise op converts every element to float32 and back, so the
+    step's dozen small element-wise ops cost more than its matmul (bare 400-step
+    bfloat16 recurrent matmuls 41 ms, the bfloat16 step loop 107 ms, the same loop
+    with float32 cell math 88 ms; one thread, see benchmarks/README.md). It is also
+    the more accurate choice: the cell state accumulates over hundreds of steps.
+
+    Args:
+        compute_dtype: The layer's compute dtype.
+
+    Returns:
+        ``tf.float32`` for half-precision compute dtypes, else the compute dtype.
+    """
+    compute_dtype = tf.as_dtype(compute_dtype)
+    return tf.float32 if compute_dtype in (tf.bfloat16, tf.float16) else compute_dtype
+
+
 def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
     """Forward loop of the fused tanh/sigmoid path (c-gate columns pre-scaled by 2).
 
@@ -83,27 +104,32 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
     safe because no autodiff runs through this loop (gathering from a captured tensor
     in a differentiated loop makes a full-size gradient per step).
 
+    Two dtypes meet here (the same one in float32): the matmul runs in the compute
+    dtype of ``r`` and ``h``, the cell math in the dtype of ``xp`` and ``c``
+    (``cell_dtype``).
+
     Args:
-        xp: ``[T, B, 4H]`` scaled input projections.
-        r: ``[H, 4H]`` scaled recurrent kernel.
-        h0: ``[B, H]``.
-        c0: ``[B, H]``.
+        xp: ``[T, B, 4H]`` scaled input projections, cell dtype.
+        r: ``[H, 4H]`` scaled recurrent kernel, compute dtype.
+        h0: ``[B, H]``, compute dtype.
+        c0: ``[B, H]``, cell dtype.
         mask: Boolean ``[T, B, 1]`` or None.
-        rd_mask: ``[B, H]`` or None.
+        rd_mask: ``[B, H]`` or None, compute dtype.
         store: Also return the per-step cell states and gate activations.
 
     Returns:
-        ``(hs [T,B,H], cs [T,B,H] | None, acts [T,B,4H] | None, h_T, c_T)``.
+        ``(hs [T,B,H], cs [T,B,H] | None, acts [T,B,4H] | None, h_T, c_T)``; ``hs`` and
+        ``h_T`` in the compute dtype, the rest in the cell dtype.
     """
     steps = tf.shape(xp)[0]
-    dtype = xp.dtype
 
     def body(t, h, c, tas):
         h_in = h * rd_mask if rd_mask is not None else h
-        acts = tf.sigmoid(tf.gather(xp, t) + tf.matmul(h_in, r))  # [B, 4H]
+        z = tf.gather(xp, t) + tf.cast(tf.matmul(h_in, r), xp.dtype)  # [B, 4H]
+        acts = tf.sigmoid(z)  # [B, 4H]
         i, f, s, o = tf.split(acts, 4, axis=1)  # 4 x [B, H]
         c_new = f * c + i * (2.0 * s - 1.0)
-        h_new = o * tf.tanh(c_new)
+        h_new = tf.cast(o * tf.tanh(c_new), h.dtype)
         if mask is not None:
             m = tf.gather(mask, t)  # [B, 1]
             h_new = tf.where(m, h_new, h)
@@ -111,7 +137,8 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
         values = (h_new, c_new, acts) if store else (h_new,)
         return t + 1, h_new, c_new, tuple(ta.write(t, v) for ta, v in zip(tas, values, strict=True))
 
-    tas = tuple(tf.TensorArray(dtype, size=steps) for _ in range(3 if store else 1))
+    dtypes = (h0.dtype, c0.dtype, xp.dtype) if store else (h0.dtype,)
+    tas = tuple(tf.TensorArray(dtype, size=steps) for dtype in dtypes)
     _, h_last, c_last, tas = tf.while_loop(
         lambda t, *_: t < steps,
         body,
@@ -121,25 +148,18 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
     return stacked[0], stacked[1], stacked[2], h_last, c_last
 
 
-def _fused_backward(upstream, saved, r, mask, rd_mask):
-    """Backward loop of the fused path; see the module docstring for the idea.
+def _backward_factors(acts, cs, c0, mask):
+    """Every factor of the backward step that does not depend on the carry, all steps.
 
     Args:
-        upstream: ``(dhs [T,B,H], dh_T [B,H], dc_T [B,H])``.
-        saved: ``(hs, cs, acts, h0, c0)`` from the forward pass.
-        r: Scaled recurrent kernel ``[H, 4H]``.
+        acts: Gate activations ``[T, B, 4H]`` (sigmoids; the c gate's of 2z).
+        cs: Cell states after each step ``[T, B, H]``.
+        c0: Initial cell state ``[B, H]``.
         mask: Boolean ``[T, B, 1]`` or None.
-        rd_mask: Recurrent dropout mask ``[B, H]`` or None.
 
     Returns:
-        Gradients ``(d_xp [T,B,4H], d_r [H,4H], d_h0, d_c0)``.
+        ``(dc_from_dh [T,B,H], gate_factor [T,B,4H], f [T,B,H])``.
     """
-    dhs, dh, dc = upstream
-    hs, cs, acts, h0, c0 = saved
-    steps = tf.shape(hs)[0]
-    units = h0.shape[-1]
-
-    # Everything that does not depend on the backward carry, for all steps at once.
     c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # [T, B, H]
     i, f, s, o = tf.split(acts, 4, axis=2)  # 4 x [T, B, H]
     tanh_c = tf.tanh(cs)  # equals tanh(c_candidate) wherever the step is not masked
@@ -155,27 +175,55 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
     )  # [T, B, 4H]
     if mask is not None:
         gate_factor = tf.where(mask, gate_factor, tf.zeros_like(gate_factor))
+    return dc_from_dh, gate_factor, f
+
+
+def _fused_backward(upstream, saved, r, mask, rd_mask):
+    """Backward loop of the fused path; see the module docstring for the idea.
+
+    The carry and the element-wise math are in the cell dtype (that of ``acts``);
+    each step's matmul runs in the compute dtype of ``r``.
+
+    Args:
+        upstream: ``(dhs [T,B,H], dh_T [B,H], dc_T [B,H])``.
+        saved: ``(hs, cs, acts, h0, c0)`` from the forward pass.
+        r: Scaled recurrent kernel ``[H, 4H]``.
+        mask: Boolean ``[T, B, 1]`` or None.
+        rd_mask: Recurrent dropout mask ``[B, H]`` or None.
+
+    Returns:
+        Gradients ``(d_xp [T,B,4H], d_r [H,4H], d_h0, d_c0)`` in the dtypes of
+        ``xp, r, h0, c0``.
+    """
+    hs, cs, acts, h0, c0 = saved
+    acc = acts.dtype
+    dhs, dh, dc = (tf.cast(g, acc) for g in upstream)
+    steps = tf.shape(hs)[0]
+    units = h0.shape[-1]
+    dc_from_dh, gate_factor, f = _backward_factors(acts, cs, c0, mask)
     # A pre-transposed copy: matmul(..., transpose_b=True) ran ~4x slower at this size.
     r_t = tf.transpose(r)  # [4H, H]
+    rd = tf.cast(rd_mask, acc) if rd_mask is not None else None
 
     def body(t, dh, dc, dz_ta):
         dh = dh + tf.gather(dhs, t)
         u = dc + dh * tf.gather(dc_from_dh, t)  # dL/dc_candidate
         dz = tf.concat([u, u, u, dh], axis=1) * tf.gather(gate_factor, t)  # [B, 4H]
-        dh_prev = tf.matmul(dz, r_t)  # [B, H]
-        if rd_mask is not None:
-            dh_prev = dh_prev * rd_mask
+        dz_low = tf.cast(dz, r.dtype)  # the matmul's (and dL/dR's) precision
+        dh_prev = tf.cast(tf.matmul(dz_low, r_t), acc)  # [B, H]
+        if rd is not None:
+            dh_prev = dh_prev * rd
         dc_prev = u * tf.gather(f, t)
         if mask is not None:
             m = tf.gather(mask, t)
             dh_prev = tf.where(m, dh_prev, dh)
             dc_prev = tf.where(m, dc_prev, dc)
-        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz)
+        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz_low)
 
     _, dh0, dc0, dz_ta = tf.while_loop(
         lambda t, *_: t >= 0,
         body,
-        (steps - 1, dh, dc, tf.TensorArray(hs.dtype, size=steps)),
+        (steps - 1, dh, dc, tf.TensorArray(r.dtype, size=steps)),
     )
     dz_all = dz_ta.stack()  # [T, B, 4H]
     h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # [T, B, H]
@@ -187,11 +235,14 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
         tf.reshape(dz_all, [-1, 4 * units]),  # [T*B, 4H]
         transpose_a=True,
     )  # [H, 4H]
-    return dz_all, d_r, dh0, dc0
+    return tf.cast(dz_all, acc), d_r, tf.cast(dh0, h0.dtype), dc0
 
 
 def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None, training=True):
     """tanh/sigmoid LSTM recurrence with a hand-written gradient.
+
+    Matmuls run in the dtype of the inputs; the element-wise cell math in
+    ``cell_dtype`` of it (float32 under a half-precision policy).
 
     Args:
         xp: Input projections incl. bias, c-gate columns scaled by 2: ``[T, B, 4H]``.
@@ -205,8 +256,9 @@ def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None, training=True):
             for one, first re-runs the saving forward loop.
 
     Returns:
-        ``(hs [T, B, H], h_T [B, H], c_T [B, H])``.
+        ``(hs [T, B, H], h_T [B, H], c_T [B, H])`` in the dtype of ``xp``.
     """
+    acc = cell_dtype(xp.dtype)
 
     @tf.custom_gradient
     def run(xp, r, h0, c0):
@@ -227,7 +279,9 @@ def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None, training=True):
 
         return (hs, h_last, c_last), grad
 
-    return run(xp, r, h0, c0)
+    # The casts sit outside the custom gradient so that autodiff handles them.
+    hs, h_last, c_last = run(tf.cast(xp, acc), r, h0, tf.cast(c0, acc))
+    return hs, h_last, tf.cast(c_last, xp.dtype)
 
 
 def generic_recurrence(xp, r, h0, c0, mask, rd_mask, activation, recurrent_activation):
