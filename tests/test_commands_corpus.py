@@ -646,3 +646,139 @@ def test_register_adds_a_stenograph_subcommand():
     args = parser.parse_args(["generate-commands", "--out", "x", "--max-words", "5"])
     assert args.handler is generate.run
     assert (args.out, args.max_words, args.workers, args.num_sentences) == ("x", 5, 2, 2000)
+
+
+# --------------------------------------------------------------------------- extra training data
+
+
+def test_new_sentences_never_repeat_corpus_sentences(shipped):
+    from stenograph.recipes.commands import enlarge
+
+    corpus = enlarge.corpus_sentences(SHIPPED_CORPUS_DIR)
+    assert len(corpus) == sum(len(u) for u in shipped.values())  # every sentence distinct
+    fresh = enlarge.new_sentences(300, seed=5, exclude=corpus)
+    assert len(fresh) == 300 == len({s.text for s in fresh})
+    assert not {s.text for s in fresh} & corpus
+    assert all(len(s.text.split()) <= enlarge.MAX_WORDS for s in fresh)
+    assert fresh == enlarge.new_sentences(300, seed=5, exclude=corpus)
+    assert fresh != enlarge.new_sentences(300, seed=6, exclude=corpus)
+    with pytest.raises(ValueError, match="excluded"):
+        enlarge.new_sentences(20_000, seed=5, exclude=corpus)
+
+
+def test_extra_variants_are_new_training_speakers():
+    from stenograph.recipes.commands import enlarge
+
+    extra = enlarge.extra_espeak_voices()
+    speakers = {v.speaker for v in extra}
+    assert len(speakers) == len(enlarge.EXTRA_ESPEAK_VARIANTS)
+    assert {splits.speaker_split(s) for s in speakers} == {"train"}
+    catalogue_speakers = {v.speaker for v in voices.all_voices()}
+    assert not speakers & catalogue_speakers  # voices the shipped corpus never used
+    assert len(extra) == len(speakers) * len(voices.ESPEAK_ACCENTS)
+
+
+def test_training_plan_uses_training_speakers_only():
+    from stenograph.recipes.commands import enlarge
+
+    catalogue = voices.all_voices() + enlarge.extra_espeak_voices()
+    train_voices = [v for v in catalogue if splits.speaker_split(v.speaker) == "train"]
+    sentences = grammar.generate_sentences(60, seed=2)
+    jobs = enlarge.plan_training_jobs(train_voices, sentences, seed=4)
+    assert [j.text for j in jobs] == [s.text for s in sentences]
+    assert {j.split for j in jobs} == {"train"}
+    assert not {j.voice.speaker for j in jobs} & (splits.TEST_SPEAKERS | splits.DEV_SPEAKERS)
+    assert len({j.utterance_id for j in jobs}) == 60
+    assert jobs == enlarge.plan_training_jobs(train_voices, sentences, seed=4)
+    awb = [v for v in catalogue if v.speaker == "awb"]
+    with pytest.raises(ValueError, match="flite/awb"):
+        enlarge.plan_training_jobs(train_voices + awb, sentences, seed=4)
+
+
+def test_training_voices_leave_out_every_held_out_speaker():
+    from stenograph.recipes.commands import enlarge
+
+    held_out = splits.TEST_SPEAKERS | splits.DEV_SPEAKERS
+    assert not {v.speaker for v in enlarge.training_voices()} & held_out
+    assert enlarge.training_voices(selectors=["awb", "ked", "espeak-m3"]) == []
+
+
+def test_demo_falls_back_to_the_shipped_corpus_without_engines(monkeypatch, tmp_path, capsys):
+    from stenograph.recipes.commands import enlarge, recipe
+
+    monkeypatch.setattr(enlarge, "engines_unavailable_reason", lambda *a: "no engine: install x")
+    assert recipe.enlarge_training_data(SHIPPED_CORPUS_DIR, tmp_path, 10, workers=1) is None
+    assert capsys.readouterr().out.strip() == "extra training data: no engine: install x"
+    assert not any(tmp_path.iterdir())
+
+
+def test_no_engine_gives_a_one_line_reason_with_the_packages(monkeypatch):
+    from stenograph.recipes.commands import enlarge
+
+    monkeypatch.setattr(enlarge.shutil, "which", lambda name: None)
+    reason = enlarge.engines_unavailable_reason()
+    assert "\n" not in reason and "shipped corpus alone" in reason
+    assert "apt-get install -y" in reason and "espeak-ng" in reason
+
+
+@pytest.mark.tts
+@needs_tts
+def test_enlarge_training_set_with_two_voices_is_cached_and_held_out(tmp_path):
+    from stenograph.pipeline.manifest import read_manifest
+    from stenograph.recipes.commands import enlarge
+
+    request = enlarge.EnlargeRequest(6, seed=7, voices=("espeak-ng/en-us+Gene", "flite/rms"))
+    result = enlarge.enlarge_training_set(
+        tmp_path / "gen", SHIPPED_CORPUS_DIR, request, workers=1, progress=False
+    )
+    assert (result["utterances"], result["failures"], result["reused"]) == (6, 0, False)
+    extra = read_manifest(result["manifest"], strict=True)
+    assert {u.speaker for u in extra} <= {"espeak-Gene", "rms"}
+    assert {splits.speaker_split(u.speaker) for u in extra} == {"train"}
+    assert not {u.text for u in extra} & enlarge.corpus_sentences(SHIPPED_CORPUS_DIR)
+    for u in extra:
+        info = soundfile.info(u.audio_path)
+        assert (info.samplerate, info.channels) == (SR, 1)
+        assert info.duration == pytest.approx(u.duration, abs=1e-3)
+        audio, _ = soundfile.read(u.audio_path, dtype="float32")
+        assert 20 * np.log10(np.max(np.abs(audio))) > -40.0  # speech, not silence
+    first = {u.id: Path(u.audio_path).read_bytes() for u in extra}
+
+    again = enlarge.enlarge_training_set(
+        tmp_path / "gen", SHIPPED_CORPUS_DIR, request, workers=1, progress=False
+    )
+    assert again["reused"] and again["utterances"] == 6
+    # A different request replaces the cache; the same one again renders the same bytes.
+    other = dataclasses.replace(request, num_utterances=3)
+    assert (
+        enlarge.enlarge_training_set(tmp_path / "gen", SHIPPED_CORPUS_DIR, other, 1, False)[
+            "utterances"
+        ]
+        == 3
+    )
+    enlarge.enlarge_training_set(tmp_path / "gen", SHIPPED_CORPUS_DIR, request, 1, False)
+    assert {u.id: Path(u.audio_path).read_bytes() for u in extra} == first
+
+
+@pytest.mark.tts
+@needs_tts
+def test_prepared_demo_data_holds_out_speakers_and_sentences_with_extra_data(tmp_path):
+    from stenograph.pipeline.manifest import read_manifest
+    from stenograph.recipes.commands import enlarge, recipe
+
+    request = enlarge.EnlargeRequest(4, seed=8, voices=("espeak-ng/en-gb+david",))
+    result = enlarge.enlarge_training_set(
+        tmp_path / "gen", SHIPPED_CORPUS_DIR, request, workers=1, progress=False
+    )
+    paths = recipe.prepare_data(tmp_path / "demo", SHIPPED_CORPUS_DIR, [Path(result["manifest"])])
+    prepared = {
+        split: read_manifest(paths.manifest(split), allow_outside_root=True)
+        for split in splits.SPLITS
+    }
+    assert len(prepared["train"]) == len(read_manifest(shipped_manifest("train"))) + 4
+    train_texts = {u.text for u in prepared["train"]}
+    train_speakers = {u.speaker for u in prepared["train"]}
+    assert "espeak-david" in train_speakers
+    for split in ("dev", "test"):
+        assert not {u.text for u in prepared[split]} & train_texts
+        assert not {u.speaker for u in prepared[split]} & train_speakers

@@ -49,6 +49,7 @@ _log = logging.getLogger("stenograph.demo")
 DEFAULT_OUT = Path("exp/demo")
 DEFAULT_EPOCHS = 30
 DEFAULT_MINUTES = 11.0
+DEFAULT_EXTRA_UTTERANCES = 3000
 DEFAULT_PRECISION = "mixed_bfloat16"  # ~4x faster matmuls on CPUs with AMX (DESIGN.md)
 # The BiLSTM's step is bound by its recurrence, not the batch: 16 utterances per
 # batch cost ~0.55x the time of 32 here, so twice the updates per minute reached a
@@ -138,7 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
-    """Reads the generator's three manifests (audio paths resolve against the folder)."""
+    """Reads the generator's three manifests (audio paths resolve against the folder).
+
+    `args.extra_train` (optional) lists manifests of extra training utterances
+    (`enlarge.py`), appended to the corpus's train split.
+    """
     corpus = Path(args.corpus)
     splits = {}
     for split in ("train", "dev", "test"):
@@ -149,6 +154,8 @@ def import_splits(args: argparse.Namespace) -> dict[str, list[Utterance]]:
                 f"test.jsonl (make one with `stenograph generate-commands --out {corpus}`)."
             )
         splits[split] = read_manifest(manifest)
+    for manifest in getattr(args, "extra_train", None) or ():
+        splits["train"] += read_manifest(Path(manifest))
     return splits
 
 
@@ -184,9 +191,41 @@ def generate(out: Path, num_sentences: int, workers: int) -> Path:
     return corpus
 
 
-def prepare_data(out: Path, corpus: Path) -> PreparedPaths:
+def prepare_data(out: Path, corpus: Path, extra_train: Sequence[Path] = ()) -> PreparedPaths:
     """Stage 1: manifests checked, vocabulary and config in `<out>/data` (rerun-safe)."""
-    return prepare(RECIPE, argparse.Namespace(corpus=corpus), out / "data")
+    args = argparse.Namespace(corpus=corpus, extra_train=list(extra_train))
+    return prepare(RECIPE, args, out / "data")
+
+
+def enlarge_training_data(
+    corpus: Path, cache_dir: Path, num_utterances: int, workers: int
+) -> dict[str, Any] | None:
+    """Stage 1b: fresh training utterances from the installed TTS engines (cached).
+
+    Returns:
+        What `enlarge.enlarge_training_set` returns, or None (with a one-line
+        message) when no engine is installed: the corpus alone is used then.
+    """
+    from .enlarge import EnlargeRequest, engines_unavailable_reason, enlarge_training_set
+
+    reason = engines_unavailable_reason()
+    if reason is not None:
+        print(f"extra training data: {reason}", flush=True)
+        return None
+    print(
+        f"extra training data: {num_utterances} new utterances by training speakers only, "
+        f"cached in {cache_dir}",
+        flush=True,
+    )
+    result = enlarge_training_set(cache_dir, corpus, EnlargeRequest(num_utterances), workers)
+    verb = "reused" if result["reused"] else "generated"
+    print(
+        f"extra training data: {verb} {result['utterances']} utterances "
+        f"({result['minutes_of_speech']} min of speech, {result['speakers']} speakers) "
+        f"in {result['seconds']:.0f} s",
+        flush=True,
+    )
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -237,12 +276,38 @@ def epochs_within_budget(
     return max(done, min(planned, done + affordable))
 
 
+def with_decay_over(
+    config: ExperimentConfig, epochs: int, steps_per_epoch: int
+) -> ExperimentConfig:
+    """The config with its cosine decay ending after `epochs` epochs.
+
+    The budget decides how many epochs a machine can train; a schedule that
+    decays over more epochs than that would stop while the learning rate is
+    still high.
+    """
+    warmup = config.train.warmup_steps
+    return config.override({"train.decay_steps": max(1, epochs * steps_per_epoch - warmup)})
+
+
+def steps_per_trained_epoch(exp_dir: Path) -> int:
+    """Steps per epoch of the newest checkpoint (0 if none)."""
+    from ..experiment import latest_checkpoint
+
+    checkpoint = latest_checkpoint(exp_dir)
+    if checkpoint is None:
+        return 0
+    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    epochs = int(state.get("epoch", 0))
+    return int(state.get("step", 0)) // epochs if epochs else 0
+
+
 def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -> dict[str, Any]:
     """Stage 2: trains (or resumes) for at most `config.train.epochs` within `minutes`.
 
     Two epochs are trained first to measure the cost of one on this machine; the
-    run then continues for as many epochs as fit in the rest of the budget. A
-    run cut short by the budget continues where it stopped on the next call.
+    run then continues for as many epochs as fit in the rest of the budget, with
+    the learning rate's cosine decay ending at the last of them. A run cut short
+    by the budget continues where it stopped on the next call.
 
     Returns:
         What happened: epochs trained, planned, seconds, and whether the budget cut it.
@@ -256,6 +321,7 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
     if done < planned and not recent_epoch_seconds(exp_dir):
         warmup_epochs = min(planned, done + 2)
         _log.info("train: epochs %d-%d measure the speed of this machine", done + 1, warmup_epochs)
+        print(f"train: epochs {done + 1}-{warmup_epochs} measure this machine's speed", flush=True)
         state = train(config.override({"train.epochs": warmup_epochs}), exp_dir)
         done = completed_epochs(exp_dir)
     hit_step_limit = state is not None and state.stop_reason == "reached train.max_steps"
@@ -266,29 +332,30 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
             break
         seconds_left = minutes * 60 - (time.monotonic() - started)
         per_epoch = recent_epoch_seconds(exp_dir)
-        target = epochs_within_budget(done, planned, seconds_left - per_epoch, per_epoch)
-        if chunk == 0 and target - done >= 6:
-            target = done + (target - done + 1) // 2
-        _log.info(
-            "train: %.1f s per epoch, %.1f min left in the budget: epochs %d-%d of %d",
-            per_epoch,
-            seconds_left / 60,
-            done + 1,
-            target,
-            planned,
+        final = epochs_within_budget(done, planned, seconds_left - per_epoch, per_epoch)
+        target = final
+        if chunk == 0 and final - done >= 6:
+            target = done + (final - done + 1) // 2
+        message = (
+            f"train: {per_epoch:.1f} s per epoch, {seconds_left / 60:.1f} min left in the "
+            f"budget: epochs {done + 1}-{target}, learning rate decaying until epoch {final} "
+            f"(at most {planned})"
         )
+        _log.info(message)
+        print(message, flush=True)
         if target <= done:
             break
+        steps_per_epoch = steps_per_trained_epoch(exp_dir)
+        if steps_per_epoch:
+            config = with_decay_over(config, final, steps_per_epoch)
         train(config.override({"train.epochs": target}), exp_dir)
         done = completed_epochs(exp_dir)
     trained = completed_epochs(exp_dir)
     if trained < planned:
-        _log.warning(
-            "train: the %.0f-minute budget allowed %d of %d epochs; rerun the same command "
-            "to continue (or raise --minutes)",
-            minutes,
-            trained,
-            planned,
+        print(
+            f"train: {trained} epochs fit the {minutes:.1f}-minute budget (at most {planned}); "
+            "rerun the same command to train further, or raise --minutes",
+            flush=True,
         )
     return {
         "epochs": trained,
@@ -530,6 +597,8 @@ def run_demo(
     minutes: float = DEFAULT_MINUTES,
     precision: str = DEFAULT_PRECISION,
     generate_sentences: int = 0,
+    extra_utterances: int = DEFAULT_EXTRA_UTTERANCES,
+    generated_dir: Path | None = None,
     workers: int = 2,
     max_steps: int = 0,
     examples: int = TRANSCRIBE_EXAMPLES,
@@ -540,10 +609,15 @@ def run_demo(
     Args:
         out: Output folder (data/, model/, export/).
         epochs: Planned training epochs (the learning-rate schedule spans them).
-        minutes: Training time budget; later stages are not counted in it.
+        minutes: Time budget of making the extra data and training; later stages
+            are not counted in it.
         precision: Training precision.
         generate_sentences: If > 0, generate a corpus of this many sentences with
             the installed TTS engines instead of using the shipped copy.
+        extra_utterances: Fresh training utterances to generate with the installed
+            TTS engines (training speakers, new sentences; cached in `generated_dir`);
+            0, or no engine installed, trains on the corpus alone.
+        generated_dir: Cache of the extra utterances (default `<out>/generated`).
         workers: Processes for corpus generation.
         max_steps: Stop training after this many steps in total (0 = no limit;
             for smoke tests).
@@ -567,8 +641,15 @@ def run_demo(
     corpus = SHIPPED_CORPUS_DIR
     if generate_sentences:
         corpus = generate(out, generate_sentences, workers)
-    paths = prepare_data(out, corpus)
+    extra_manifests = []
+    if extra_utterances > 0:
+        cache = generated_dir or out / "generated"
+        summary["extra"] = enlarge_training_data(corpus, cache, extra_utterances, workers)
+        if summary["extra"] is not None:
+            extra_manifests.append(Path(summary["extra"]["manifest"]))
+    paths = prepare_data(out, corpus, extra_manifests)
     train_utterances = read_manifest(paths.train_manifest, allow_outside_root=True)
+    print(f"training utterances: {len(train_utterances)}", flush=True)
     timings["prepare"] = time.monotonic() - started
 
     stage("train", 2)
@@ -579,7 +660,10 @@ def run_demo(
     if max_steps:
         config = config.override({"train.max_steps": max_steps})
     mark = time.monotonic()
-    summary["train"] = train_with_budget(config, exp_dir, minutes)
+    # The budget covers making the extra data too, so a slow machine trains less
+    # rather than running long (but never less than half the budget).
+    train_minutes = max(minutes / 2, minutes - timings["prepare"] / 60)
+    summary["train"] = train_with_budget(config, exp_dir, train_minutes)
     timings["train"] = time.monotonic() - mark
 
     stage("language model", 3)
@@ -657,7 +741,23 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="generate N new sentences with the installed TTS engines instead of the shipped "
         "corpus",
     )
-    parser.add_argument("--workers", type=int, default=2, help="processes for --generate")
+    parser.add_argument(
+        "--extra",
+        type=int,
+        default=DEFAULT_EXTRA_UTTERANCES,
+        metavar="N",
+        help="N fresh training utterances from the installed TTS engines (training speakers, "
+        "new sentences; cached; 0 = the corpus alone)",
+    )
+    parser.add_argument(
+        "--generated-dir",
+        type=Path,
+        default=None,
+        help="cache of the extra utterances (default: <out>/generated)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes for --generate and --extra"
+    )
     parser.add_argument(
         "--max-steps", type=int, default=0, help="stop training after N steps (smoke runs)"
     )
@@ -680,10 +780,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Runs `stenograph demo`."""
-    if args.epochs < 1 or args.minutes <= 0:
+    if args.epochs < 1 or args.minutes <= 0 or args.extra < 0:
         raise ValueError(
-            f"--epochs must be >= 1 and --minutes > 0. Received: epochs={args.epochs}, "
-            f"minutes={args.minutes}"
+            f"--epochs must be >= 1, --minutes > 0 and --extra >= 0. Received: "
+            f"epochs={args.epochs}, minutes={args.minutes}, extra={args.extra}"
         )
     run_demo(
         args.out,
@@ -691,6 +791,8 @@ def run_command(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         precision=args.precision,
         generate_sentences=args.generate,
+        extra_utterances=args.extra,
+        generated_dir=args.generated_dir,
         workers=args.workers,
         max_steps=args.max_steps,
         examples=args.examples,
