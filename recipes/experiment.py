@@ -48,6 +48,7 @@ HISTORY_FILE = "history.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})$")
+_SWAP_PREFIX = ".swap-"
 _MODEL_WEIGHTS = "model.weights.h5"
 _OPTIMIZER_STATE = "optimizer.npz"
 _TRAINING_STATE = "state.json"
@@ -157,10 +158,17 @@ def save_checkpoint(
     )
     fsync_directory(temporary)
 
+    swapped = None
     if final.exists():  # The same step saved twice (e.g. epoch end == step checkpoint).
-        _retire(final)
+        # Moved aside under a name a killed run can restore: with keep=1 it may be
+        # the only checkpoint there is.
+        swapped = root / f"{_SWAP_PREFIX}{final.name}"
+        shutil.rmtree(swapped, ignore_errors=True)
+        os.replace(final, swapped)
     os.replace(temporary, final)
     fsync_directory(root)
+    if swapped is not None:
+        shutil.rmtree(swapped, ignore_errors=True)
     for old in checkpoint_dirs(exp_dir)[:-keep]:
         _retire(old)
     return final
@@ -178,11 +186,22 @@ def _retire(checkpoint: Path) -> None:
 
 
 def remove_stale_temporaries(exp_dir: str | os.PathLike[str]) -> None:
-    """Deletes half-written checkpoint directories left by a killed run."""
+    """Deletes half-written checkpoint directories left by a killed run.
+
+    A checkpoint moved aside to be replaced by a re-save of the same step is put
+    back if its replacement never arrived, and deleted otherwise.
+    """
     root = Path(exp_dir) / CHECKPOINT_DIR
-    if root.is_dir():
-        for path in root.glob(".tmp-*"):
-            shutil.rmtree(path, ignore_errors=True)
+    if not root.is_dir():
+        return
+    for path in root.glob(".tmp-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for swapped in root.glob(f"{_SWAP_PREFIX}*"):
+        original = root / swapped.name[len(_SWAP_PREFIX) :]
+        if original.exists():
+            shutil.rmtree(swapped, ignore_errors=True)
+        else:
+            os.replace(swapped, original)
 
 
 def restore_checkpoint(

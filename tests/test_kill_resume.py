@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,23 @@ def test_temporary_and_half_deleted_checkpoints_are_never_chosen(tmp_path: Path)
     assert exp_lib.latest_checkpoint(tmp_path).name == "step-00000010"
     exp_lib.remove_stale_temporaries(tmp_path)
     assert not temporary.exists()
+
+
+def test_a_checkpoint_swapped_out_for_a_resave_is_restored_if_the_resave_never_landed(
+    tmp_path: Path,
+) -> None:
+    """keep_checkpoints=1: killed between moving the only checkpoint aside and the new one in."""
+    complete = ("model.weights.h5", "optimizer.npz", "state.json")
+    _fake_checkpoint(tmp_path, 20, complete)
+    root = tmp_path / exp_lib.CHECKPOINT_DIR
+    os.replace(root / "step-00000020", root / ".swap-step-00000020")
+    assert exp_lib.latest_checkpoint(tmp_path) is None
+    exp_lib.remove_stale_temporaries(tmp_path)
+    assert exp_lib.latest_checkpoint(tmp_path).name == "step-00000020"
+    # Once the re-save is in place, the old copy is simply dropped.
+    shutil.copytree(root / "step-00000020", root / ".swap-step-00000020")
+    exp_lib.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000020"]
 
 
 def test_intact_check_rejects_truncated_files(tmp_path: Path) -> None:
