@@ -12,6 +12,15 @@ Usage:
     python benchmarks/lstm_speed.py                      # B=32 T=400 H=256, I in {80, 512}
     python benchmarks/lstm_speed.py --reps 5 --inputs 512 --precisions mixed_bfloat16
     python benchmarks/lstm_speed.py --threads 1          # work per core, robust to load
+    python benchmarks/lstm_speed.py --bounds             # + the bare matmuls any LSTM must do
+
+``--bounds`` also times, alternated with the Keras forward pass, the two matmuls every
+LSTM forward pass must do whatever its loop: the input projection of all steps
+(one [T*B, I] x [I, 4H] matmul) and T recurrent [B, H] x [H, 4H] matmuls chained in a
+``tf.while_loop`` (nothing else per step). Their sum is a floor for a layer that runs
+them one after the other; half of it (both cores busy, perfect overlap) a floor for any
+layer. The printed ratios are Keras' forward time over those floors: the most any
+forward pass could gain on Keras.
 """
 
 import argparse
@@ -94,6 +103,62 @@ def bench(batch, steps, units, input_dim, precision, reps):
     return summary
 
 
+def bare_matmuls(batch, steps, units, input_dim, precision):
+    """The input projection and the chained recurrent matmuls as tf.functions."""
+    dtype = tf.bfloat16 if precision == "mixed_bfloat16" else tf.float32
+    rng = np.random.default_rng(1)
+    x = tf.cast(rng.normal(size=(steps * batch, input_dim)), dtype)  # [T*B, I]
+    kernel = tf.cast(0.05 * rng.normal(size=(input_dim, 4 * units)), dtype)  # [I, 4H]
+    recurrent = tf.cast(0.05 * rng.normal(size=(units, 4 * units)), dtype)  # [H, 4H]
+    h0 = tf.zeros([batch, units], dtype)
+
+    @tf.function
+    def projection(x):
+        return tf.matmul(x, kernel)  # [T*B, 4H]
+
+    @tf.function
+    def recurrence(h):
+        def body(t, h):
+            # Feed a quarter of the product back so that the steps stay chained.
+            return t + 1, tf.matmul(h, recurrent)[:, :units]  # [B, H]
+
+        return tf.while_loop(lambda t, _: t < steps, body, (0, h))[1]
+
+    return {"projection": (projection, x), "recurrence": (recurrence, h0)}
+
+
+def bounds(batch, steps, units, input_dim, precision, reps):
+    """Median ms of Keras' forward pass and of the bare matmuls, alternated."""
+    _, ref = make_pair(units, input_dim, precision)
+    x = tf.constant(np.random.default_rng(0).normal(size=(batch, steps, input_dim)), tf.float32)
+    fns = {"keras": (compiled_steps(ref)[0], x)}
+    fns.update(bare_matmuls(batch, steps, units, input_dim, precision))
+    times = {name: [] for name in fns}
+    for _ in range(reps + 1):  # the first round traces and warms up
+        for name, (fn, arg) in fns.items():
+            times[name].append(timed(fn, arg)[0] * 1000)
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
+
+
+def print_bounds(args):
+    print()
+    print(
+        "| I | precision | keras forward ms | bare projection ms | bare recurrence ms "
+        "| keras / sum | keras / (sum / 2) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for precision in args.precisions:
+        for input_dim in args.inputs:
+            b = bounds(args.batch, args.steps, args.units, input_dim, precision, args.reps)
+            total = b["projection"] + b["recurrence"]
+            print(
+                f"| {input_dim} | {precision} | {b['keras']:.0f} | {b['projection']:.0f} "
+                f"| {b['recurrence']:.0f} | {b['keras'] / total:.2f}x "
+                f"| {2 * b['keras'] / total:.2f}x |",
+                flush=True,
+            )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -133,6 +198,8 @@ def main(argv=None):
                     f"| {k['min'] / o['min']:.2f}x | {k['cpu'] / o['cpu']:.2f}x |",
                     flush=True,
                 )
+    if args.bounds:
+        print_bounds(args)
     print(f"load average after: {os.getloadavg()}")
 
 
