@@ -758,6 +758,12 @@ def test_enlarge_training_set_with_two_voices_is_cached_and_held_out(tmp_path):
     )
     enlarge.enlarge_training_set(tmp_path / "gen", SHIPPED_CORPUS_DIR, request, 1, False)
     assert {u.id: Path(u.audio_path).read_bytes() for u in extra} == first
+    # A folder that is not such a cache is never emptied.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        enlarge.enlarge_training_set(tmp_path / "mine", SHIPPED_CORPUS_DIR, request, 1, False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.tts

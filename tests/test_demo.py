@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 
 import pytest
 
@@ -50,6 +51,39 @@ def test_commands_config_decays_over_the_planned_epochs():
     assert augment["noise_probability"] > 0 and augment["speed_range"] is not None
     assert augment["freq_masks"] > 0 and augment["time_masks"] > 0
     assert config.features.dither > 0
+
+
+def test_progress_bar_total_bounds_the_batches_of_an_epoch():
+    from stenograph.pipeline.dataset import DatasetConfig
+    from stenograph.recipes.train import epoch_batches_bound
+
+    config = DatasetConfig.from_dict({"batch_size": 16, "augment": {"speed_range": [0.9, 1.1]}})
+    # 0.6-3.4 s stretched by speed 0.9-1.1 spans the buckets below 2 s, 2-3 s and 3-4 s.
+    assert epoch_batches_bound([0.6] * 400 + [3.4] * 427, config) == 52 + 2
+    assert epoch_batches_bound([1.0] * 32, config) == 2 + 0
+    assert epoch_batches_bound([1.0, None], config) == 1 + 12  # unknown: every bucket
+    plain = DatasetConfig.from_dict({"batch_size": 16, "bucket_boundaries": []})
+    assert epoch_batches_bound([1.0] * 33, plain) == 3
+    dropping = DatasetConfig.from_dict({"batch_size": 16, "drop_remainder": True})
+    assert epoch_batches_bound([1.0] * 33, dropping) == 2
+
+
+def test_only_tensorflows_signature_rename_notices_are_silenced():
+    import logging
+
+    def record(message: str, *args: str) -> logging.LogRecord:
+        return logging.LogRecord("absl", logging.INFO, __file__, 1, message, args, None)
+
+    notice = record(
+        "Function `%s` contains input name(s) %s with unsupported characters which will be "
+        "renamed to %s in the SavedModel.",
+        "transcribe",
+        "resource",
+        "stenograph_ctc_1_ctc_head_1_add_readvariableop_resource",
+    )
+    assert recipe.is_signature_rename_notice(notice)
+    assert not recipe.is_signature_rename_notice(record("Function `f` failed to save"))
+    assert not recipe.is_signature_rename_notice(record("Writing the SavedModel to /x"))
 
 
 def test_pick_examples_spreads_over_speakers():
@@ -122,11 +156,13 @@ def test_demo_rejects_a_zero_budget(caplog):
 
 @pytest.mark.slow
 def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
-    tmp_path, kenlm_tools, monkeypatch, capsys
+    tmp_path, kenlm_tools, monkeypatch, capsys, caplog
 ):
     out = tmp_path / "demo"
     options = {"epochs": 1, "minutes": 5.0, "examples": 2, "lm_weights": ((0.5,), (1.0,))}
-    summary = recipe.run_demo(out, max_steps=3, **options)
+    with caplog.at_level(logging.INFO):
+        summary = recipe.run_demo(out, max_steps=3, extra_utterances=0, **options)
+    assert "will be renamed" not in caplog.text  # the export's notices are silenced
 
     printed = capsys.readouterr().out
     for split in ("test", "dev"):
@@ -134,6 +170,7 @@ def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
         for score in summary["scores"][split].values():
             assert score["utterances"] >= 80 and score["cer"] >= 0.0
     assert "test: decoder" in printed and "reference" in printed and "hypothesis" in printed
+    assert "Unknown" not in printed and "/54" in printed  # the bar's total: ceil(827/16) + 2
     assert (out / "export" / "saved_model.pb").is_file()
     assert (out / "model" / "lm" / "lm.binary").is_file()
     assert len(summary["transcripts"]) == 2
@@ -145,7 +182,7 @@ def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
     # Rerun with KenLM hidden: training continues from step 3 (not from 0) and the
     # demo still completes, saying what to install for the LM.
     monkeypatch.setattr(recipe, "lm_unavailable_reason", lambda: "KenLM missing: install it")
-    summary = recipe.run_demo(out, max_steps=5, **options)
+    summary = recipe.run_demo(out, max_steps=5, extra_utterances=0, **options)
     assert _checkpoint_step(out) == 5
     assert set(summary["scores"]["test"]) == {"greedy", "beam"}
     assert summary["lm"] == {"skipped": "KenLM missing: install it"}
@@ -158,3 +195,33 @@ def _checkpoint_step(out):
 
     checkpoint = latest_checkpoint(out / "model")
     return json.loads((checkpoint / "state.json").read_text())["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.tts
+def test_demo_trains_on_extra_generated_utterances_and_reuses_them(tmp_path, capsys):
+    from stenograph.recipes.commands import enlarge, splits
+
+    if enlarge.engines_unavailable_reason() is not None:
+        pytest.skip(enlarge.engines_unavailable_reason())
+    out, cache = tmp_path / "demo", tmp_path / "generated"
+    options = {"epochs": 1, "minutes": 5.0, "examples": 1, "lm_weights": ((0.5,), (1.0,))}
+    summary = recipe.run_demo(
+        out, max_steps=2, extra_utterances=8, generated_dir=cache, workers=1, **options
+    )
+    assert summary["extra"]["utterances"] == 8 and not summary["extra"]["reused"]
+    printed = capsys.readouterr().out
+    assert "extra training data: generated 8 utterances" in printed
+    train = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    generated = [u for u in train if u["id"].startswith("gen")]
+    assert len(generated) == 8 and len(train) == 827 + 8
+    assert {splits.speaker_split(u["speaker"]) for u in generated} == {"train"}
+    held_out = enlarge.corpus_sentences(SHIPPED_CORPUS_DIR)
+    assert not {u["text"] for u in generated} & held_out
+
+    # A second demo elsewhere with the same cache does not synthesize again.
+    again = recipe.run_demo(
+        tmp_path / "demo2", max_steps=1, extra_utterances=8, generated_dir=cache, **options
+    )
+    assert again["extra"]["reused"] and again["extra"]["utterances"] == 8
+    assert "extra training data: reused 8 utterances" in capsys.readouterr().out

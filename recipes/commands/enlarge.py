@@ -47,6 +47,7 @@ from .voices import Voice, installed_voices, missing_packages
 DEFAULT_SEED = 1000
 MAX_WORDS = 6  # as the shipped corpus (utterances of 0.6-3.4 s)
 DONE_FILE = "done.json"
+CACHE_MARKER = ".stenograph-cache"
 MANIFEST = "train.jsonl"
 
 # espeak-ng variants with human-like settings that the shipped corpus does not use
@@ -287,9 +288,7 @@ def enlarge_training_set(
     )
     voices = training_voices(request.extra_variants, request.voices)
     jobs = plan_training_jobs(voices, sentences, request.seed)
-    if cache_dir.exists():
-        shutil.rmtree(cache_dir)
-    cache_dir.mkdir(parents=True)
+    _clear_cache(cache_dir)
     results = _run_jobs(jobs, str(cache_dir), workers, chunk_size=16, progress=progress)
     durations = {r["id"]: r["duration"] for r in results if "duration" in r}
     failures = [r for r in results if "error" in r]
@@ -318,6 +317,27 @@ def enlarge_training_set(
     record = {"request": asdict(request), "seconds": round(seconds, 1), "failures": failures}
     (cache_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return _result(manifest, utterances, seconds, False, len(failures))
+
+
+def _clear_cache(cache_dir: Path) -> None:
+    """Empties a cache of an earlier request; refuses a folder that is not a cache.
+
+    Raises:
+        FileExistsError: If `cache_dir` holds files but is not such a cache.
+    """
+    ours = (cache_dir / CACHE_MARKER).is_file()
+    if cache_dir.is_dir() and any(cache_dir.iterdir()) and not ours:
+        raise FileExistsError(
+            f"{cache_dir} is not empty and holds no generated training data; choose an "
+            f"empty or new folder for it. Received: cache_dir={str(cache_dir)!r}"
+        )
+    for name in (DONE_FILE, MANIFEST, "renderings.jsonl"):
+        (cache_dir / name).unlink(missing_ok=True)
+    if (cache_dir / "audio").is_dir():
+        shutil.rmtree(cache_dir / "audio")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Marks the folder as ours, so an interrupted generation can be replaced.
+    (cache_dir / CACHE_MARKER).write_text("stenograph commands enlarge cache\n")
 
 
 def _result(

@@ -504,11 +504,31 @@ def format_scores(split: str, results: dict[str, dict[str, Any]]) -> str:
 # Stages 5 and 6: export, then transcribe held-out files with the export.
 
 
+def is_signature_rename_notice(record: logging.LogRecord) -> bool:
+    """Whether a log record is TensorFlow's notice that a SavedModel input gets renamed.
+
+    TensorFlow names the captured variables of a signature after their Keras
+    paths and then says it replaces the characters SavedModel does not accept;
+    the signatures' own argument names are unaffected, so it is not for the user.
+    """
+    message = record.getMessage()
+    return message.startswith("Function `") and "which will be renamed to" in message
+
+
 def export_model(exp_dir: Path, export_dir: Path) -> dict[str, Any]:
     """Stage 5: the SavedModel (raw audio in, text and log-probabilities out)."""
     from ..export import export_experiment
 
-    result = export_experiment(exp_dir, export_dir, overwrite=True)
+    absl_logger = logging.getLogger("absl")  # TensorFlow's saved_model logs through absl
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not is_signature_rename_notice(record)
+
+    absl_logger.addFilter(keep)
+    try:
+        result = export_experiment(exp_dir, export_dir, overwrite=True)
+    finally:
+        absl_logger.removeFilter(keep)
     return {"saved_model": str(result.saved_model), "seconds": round(result.seconds, 1)}
 
 
