@@ -52,7 +52,9 @@ __all__ = [
     "make_decoder",
     "parse_hotwords",
     "greedy_path",
+    "read_tuned_decoding",
     "read_unigrams",
+    "tuned_lm_available",
     "unigrams_path_for",
     "with_tuned_defaults",
     "words_from_alignment",
@@ -73,6 +75,7 @@ DEFAULT_HOTWORD_WEIGHT = 10.0
 SPACE = " "
 #: Written into an experiment by `stenograph lm tune` (and the recipes' LM stage).
 TUNED_DECODING_FILE = "decoding.json"
+EXPORT_EXTRA_DIR = "assets.extra"  # where an export keeps its copy (see recipes.export)
 _TUNED_KEYS = ("lm_path", "alpha", "beta", "beam_width")
 
 
@@ -507,6 +510,8 @@ def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
         the folder has no ``decoding.json`` or it cannot be read (logged).
     """
     path = Path(model_dir) / TUNED_DECODING_FILE
+    if not path.is_file():  # an export keeps its copy beside its metadata
+        path = Path(model_dir) / EXPORT_EXTRA_DIR / TUNED_DECODING_FILE
     if not path.is_file():
         return {}
     try:
@@ -517,7 +522,16 @@ def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
     if not isinstance(choice, dict):
         _log.warning("ignoring %s: not a JSON object", path)
         return {}
-    return {key: choice[key] for key in _TUNED_KEYS if choice.get(key) is not None}
+    tuned = {key: choice[key] for key in _TUNED_KEYS if choice.get(key) is not None}
+    if "lm_path" in tuned:  # relative to the file (an export's bundled LM)
+        tuned["lm_path"] = str(path.parent / tuned["lm_path"])
+    return tuned
+
+
+def tuned_lm_available(model_dir: str | Path) -> bool:
+    """Whether the model folder names a tuned LM that exists (``--decoder auto`` -> lm)."""
+    lm_path = read_tuned_decoding(model_dir).get("lm_path")
+    return bool(lm_path) and Path(lm_path).is_file()
 
 
 def with_tuned_defaults(options: dict[str, Any], model_dir: str | Path) -> dict[str, Any]:

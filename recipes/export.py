@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +51,19 @@ from stenograph.pipeline.features import AudioFeatures, FeatureConfig
 from stenograph.pipeline.text import Vocabulary
 
 from .config import ExperimentConfig, fsync_directory
+from .decoding import (
+    EXPORT_EXTRA_DIR,
+    TUNED_DECODING_FILE,
+    read_tuned_decoding,
+    unigrams_path_for,
+)
 from .experiment import CONFIG_FILE, VOCABULARY_FILE, resolve_weights
 from .model import build_model
 
 _log = logging.getLogger("stenograph.export")
 
 METADATA_FILE = "stenograph.json"
-EXTRA_DIR = "assets.extra"  # TF Serving's folder for files the graph does not read
+EXTRA_DIR = EXPORT_EXTRA_DIR  # TF Serving's folder for files the graph does not read
 TFLITE_FILE = "model.tflite"
 SIGNATURES = ("serving_default", "transcribe_wav")
 OUTPUT_KEYS = ("transcripts", "token_ids", "token_lengths", "log_probs", "log_prob_lengths")
@@ -209,6 +217,7 @@ def export_module(
     output_dir: str | os.PathLike[str],
     tflite: bool = False,
     overwrite: bool = False,
+    add_extras: Callable[[Path], None] | None = None,
 ) -> ExportResult:
     """Writes a SavedModel (and optionally TFLite) for `module`, atomically.
 
@@ -217,6 +226,8 @@ def export_module(
         output_dir: Target folder; must not exist unless `overwrite`.
         tflite: Also write `model.tflite` (TFLite builtins plus select TF ops).
         overwrite: Replace an existing export.
+        add_extras: Called with the export folder before it is checked and moved
+            into place, to add files (e.g. the tuned LM).
 
     Returns:
         An `ExportResult`.
@@ -237,6 +248,8 @@ def export_module(
         _write_saved_model(module, partial)
         if tflite:
             write_tflite(module, partial / TFLITE_FILE)
+        if add_extras is not None:
+            add_extras(partial)
         _check_loadable(partial)
         _fsync_tree(partial)
         _move_into_place(partial, target)
@@ -395,6 +408,7 @@ def export_experiment(
     beam_width: int = 0,
     tflite: bool = False,
     overwrite: bool = False,
+    bundle_lm: bool = True,
 ) -> ExportResult:
     """Exports an experiment's model as a SavedModel (see the module docstring).
 
@@ -405,13 +419,42 @@ def export_experiment(
         beam_width: 0 for greedy decoding in the graph, else beam search width.
         tflite: Also write `model.tflite`.
         overwrite: Replace an existing export.
+        bundle_lm: Copy the LM `stenograph lm tune` chose (and its weights) into
+            `assets.extra/`, so `transcribe EXPORT` decodes with it by default.
 
     Returns:
         An `ExportResult`.
     """
     config, vocabulary, model = load_cpu_model(exp_dir, weights)
     module = serving_module_for(config, vocabulary, model, beam_width)
-    return export_module(module, output_dir, tflite=tflite, overwrite=overwrite)
+    tuned = read_tuned_decoding(exp_dir) if bundle_lm else {}
+    add_extras = None
+    if tuned.get("lm_path") and Path(tuned["lm_path"]).is_file():
+        add_extras = functools.partial(bundle_tuned_lm, tuned)
+    return export_module(
+        module, output_dir, tflite=tflite, overwrite=overwrite, add_extras=add_extras
+    )
+
+
+def bundle_tuned_lm(tuned: dict[str, Any], folder: Path) -> None:
+    """Copies a tuned LM and its word list into an export, with a relative decoding.json.
+
+    Args:
+        tuned: `read_tuned_decoding` of the experiment (``lm_path`` must exist).
+        folder: The export folder being written.
+    """
+    lm_dir = folder / EXTRA_DIR / "lm"
+    lm_dir.mkdir(parents=True, exist_ok=True)
+    lm_path = Path(tuned["lm_path"])
+    shutil.copyfile(lm_path, lm_dir / lm_path.name)
+    unigrams = unigrams_path_for(lm_path)
+    if unigrams.is_file():
+        shutil.copyfile(unigrams, unigrams_path_for(lm_dir / lm_path.name))
+    choice = {**tuned, "decoder": "lm", "lm_path": f"lm/{lm_path.name}"}
+    (folder / EXTRA_DIR / TUNED_DECODING_FILE).write_text(
+        json.dumps(choice, indent=2) + "\n", encoding="utf-8"
+    )
+    _log.info("export: bundled the tuned LM %s (alpha/beta in decoding.json)", lm_path)
 
 
 # ---------------------------------------------------------------------------
@@ -501,6 +544,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument(
+        "--no-lm",
+        action="store_true",
+        help="do not bundle the LM `stenograph lm tune` chose (bundled by default, so "
+        "`stenograph transcribe EXPORT` decodes with it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -512,8 +561,11 @@ def run(args: argparse.Namespace) -> int:
         beam_width=args.beam_width,
         tflite=args.tflite,
         overwrite=args.overwrite,
+        bundle_lm=not args.no_lm,
     )
     print(f"export: SavedModel written to {result.saved_model} in {result.seconds:.1f} s")
+    if (result.saved_model / EXTRA_DIR / TUNED_DECODING_FILE).is_file():
+        print("export: with the tuned LM (assets.extra/lm); transcribe uses it by default")
     if result.tflite is not None:
         print(f"export: TFLite model written to {result.tflite}")
     return 0

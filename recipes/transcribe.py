@@ -514,9 +514,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="write one file per input and format here")
     parser.add_argument(
         "--decoder",
-        choices=("greedy", "beam", "lm"),
-        default="greedy",
-        help="CTC decoding: best path, prefix beam search, or beam search with --lm",
+        choices=("auto", "greedy", "beam", "lm"),
+        default="auto",
+        help="CTC decoding: best path, prefix beam search, or beam search with an LM; "
+        "auto (default): the LM `stenograph lm tune` chose for the model if it has one, "
+        "else greedy",
     )
     parser.add_argument("--beam-width", type=int, default=None, help="beam width (implies beam)")
     parser.add_argument(
@@ -538,9 +540,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def decoder_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for `make_decoder` from parsed options (only those given)."""
+def decoder_options(args: argparse.Namespace, tuned_lm: bool = False) -> dict[str, Any]:
+    """Keyword arguments for `make_decoder` from parsed options (only those given).
+
+    Args:
+        args: The parsed options.
+        tuned_lm: Whether the model folder has a tuned LM (what ``auto`` picks).
+    """
     kind = args.decoder
+    if kind == "auto":
+        kind = "lm" if tuned_lm else "greedy"
     if args.beam_width is not None and kind == "greedy":
         kind = "beam"
     if args.lm_path and kind != "lm":
@@ -571,11 +580,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for failure in failures:
         _report_failure(failure)
-    from .decoding import make_decoder, with_tuned_defaults
+    from .decoding import make_decoder, tuned_lm_available, with_tuned_defaults
 
     model = load_acoustic_model(args.model, args.weights)
-    options = with_tuned_defaults(decoder_options(args), args.model)
+    options = with_tuned_defaults(decoder_options(args, tuned_lm_available(args.model)), args.model)
     decoder = make_decoder(vocabulary=model.vocabulary, **options)
+    print(f"transcribe: {_decoder_description(options)}", file=sys.stderr)
     writer = OutputWriter(sources, formats, args.output_dir)
     report = transcribe_sources(
         sources,
@@ -594,6 +604,22 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _decoder_description(options: dict[str, Any]) -> str:
+    """E.g. ``"decoder lm (lm.binary, alpha 1.5, beta 3, beam 32)"``."""
+    kind = options["kind"]
+    if kind == "greedy":
+        return "decoder greedy"
+    details = [f"beam {options.get('beam_width', 'default')}"]
+    if kind == "lm":
+        details = [
+            Path(options["lm_path"]).name,
+            f"alpha {options.get('alpha', 'default')}",
+            f"beta {options.get('beta', 'default')}",
+            *details,
+        ]
+    return f"decoder {kind} ({', '.join(details)})"
 
 
 def _report_failure(failure: Failure) -> None:

@@ -363,3 +363,22 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
         summary = evaluate_lib.evaluate(exp, train, decoder="lm", report=tmp_path / "lm.jsonl")
     assert summary.decoder == "lm" and summary.utterances == len(phrases)
     assert f"alpha={choice['alpha']}" in caplog.text and "lm.binary" in caplog.text
+
+    # The export carries the tuned LM, and `transcribe` decodes with it by default.
+    from stenograph.recipes.cli import main
+
+    audio = str(train.parent / "audio" / "train-000.wav")
+    assert main(["export", str(exp), str(tmp_path / "export")]) == 0
+    bundled = json.loads((tmp_path / "export" / "assets.extra" / "decoding.json").read_text())
+    assert bundled["lm_path"] == "lm/lm.binary" and bundled["alpha"] == choice["alpha"]
+    assert (tmp_path / "export" / "assets.extra" / "lm" / "lm.unigrams.txt").is_file()
+    for model in (exp, tmp_path / "export"):
+        capsys.readouterr()
+        assert main(["transcribe", str(model), audio, "--no-progress"]) == 0
+        assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in capsys.readouterr().err
+    assert main(["transcribe", str(tmp_path / "export"), audio, "--decoder", "greedy"]) == 0
+    assert "decoder greedy" in capsys.readouterr().err
+    assert main(["export", str(exp), str(tmp_path / "bare"), "--no-lm"]) == 0
+    assert not (tmp_path / "bare" / "assets.extra" / "decoding.json").exists()
+    assert main(["transcribe", str(tmp_path / "bare"), audio]) == 0
+    assert "decoder greedy" in capsys.readouterr().err
