@@ -122,8 +122,10 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
 
     Returns:
         ``(hs [T,B,H], factors, h_T, c_T)``: ``hs`` and ``h_T`` in the compute dtype,
-        ``c_T`` in the cell dtype; ``factors`` is ``(dc_from_dh [T,B,H],
-        gate_factor [T,B,4H], f [T,B,H])`` in the cell dtype, or None without ``store``.
+        ``c_T`` in the cell dtype; ``factors`` is ``(dc_from_dh, gate_factor, f)`` as
+        TensorArrays of ``T`` elements ``[B, H]``, ``[B, 4H]``, ``[B, H]`` in the cell
+        dtype (the backward loop reads them step by step, so they are never stacked:
+        that copy cost ~20 ms of a ~270 ms train step), or None without ``store``.
     """
     steps = tf.shape(xp)[0]
 
@@ -153,8 +155,7 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
         body,
         (tf.constant(0), h0, c0, tas),
     )
-    stacked = [ta.stack() for ta in tas]
-    return stacked[0], (tuple(stacked[1:]) if store else None), h_last, c_last
+    return tas[0].stack(), (tas[1:] if store else None), h_last, c_last
 
 
 def _backward_factors(acts, g, c_prev, tanh_c, m):
@@ -196,7 +197,8 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
 
     Args:
         upstream: ``(dhs [T,B,H], dh_T [B,H], dc_T [B,H])``.
-        saved: ``(hs, factors, h0)`` from the forward pass (``_fused_forward``).
+        saved: ``(hs, factors, h0)`` from the forward pass (``_fused_forward``);
+            the factors are TensorArrays.
         r: Scaled recurrent kernel ``[H, 4H]``.
         mask: Boolean ``[T, B, 1]`` or None.
         rd_mask: Recurrent dropout mask ``[B, H]`` or None.
@@ -216,13 +218,13 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
 
     def body(t, dh, dc, dz_ta):
         dh = dh + tf.gather(dhs, t)
-        u = dc + dh * tf.gather(dc_from_dh, t)  # dL/dc_candidate
-        dz = tf.concat([u, u, u, dh], axis=1) * tf.gather(gate_factor, t)  # [B, 4H]
+        u = dc + dh * dc_from_dh.read(t)  # dL/dc_candidate
+        dz = tf.concat([u, u, u, dh], axis=1) * gate_factor.read(t)  # [B, 4H]
         dz_low = tf.cast(dz, r.dtype)  # the matmul's (and dL/dR's) precision
         dh_prev = tf.cast(tf.matmul(dz_low, r_t), acc)  # [B, H]
         if rd is not None:
             dh_prev = dh_prev * rd
-        dc_prev = u * tf.gather(f, t)
+        dc_prev = u * f.read(t)
         if mask is not None:
             m = tf.gather(mask, t)
             dh_prev = tf.where(m, dh_prev, dh)
