@@ -174,6 +174,9 @@ def main(argv=None):
         help="intra/inter-op threads for both layers (0: TensorFlow's default). One "
         "thread measures work per core and is far less disturbed by other processes.",
     )
+    parser.add_argument(
+        "--bounds", action="store_true", help="also time the bare matmuls (see the docstring)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
