@@ -7,8 +7,12 @@ raises `AudioDecodeError` naming the file and the problem (missing, a folder,
 empty, truncated, a header that claims more data than the file holds, non-finite
 samples), so a data loop can report and skip it.
 
+Files libsndfile cannot open (M4A/AAC, WebM/Opus, MP4 video, WMA, ...) are
+decoded through FFmpeg by PyAV when it is installed (``stenograph[media]``),
+streamed block by block (`iter_media_blocks`); without it the error says so.
+
 `decode_wav_tf` and `resample_tf` are TensorFlow graph ops for serving: a
-SavedModel can take 16-bit PCM WAV bytes at any sample rate.
+SavedModel can take WAV bytes (PCM, float, A-law/mu-law) at any sample rate.
 
 tensorflow-io is an optional second backend (``backend="tfio"``), used only where
 its compiled ops load (see `tfio_compat`); elsewhere it falls back to soundfile
@@ -22,6 +26,7 @@ import math
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -38,9 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AudioDecodeError",
     "AudioInfo",
+    "MEDIA_FORMAT_PREFIX",
+    "UnsupportedFormatError",
     "audio_info",
     "decode_wav_tf",
+    "iter_media_blocks",
     "load_audio",
+    "media_decoder_available",
     "resample",
     "resample_tf",
     "to_mono",
@@ -95,11 +104,15 @@ def _check_file(path: str) -> int:
     return status.st_size
 
 
+class UnsupportedFormatError(AudioDecodeError):
+    """libsndfile cannot open the file (not audio, or a format it does not read)."""
+
+
 def _open(path: str) -> soundfile.SoundFile:
     try:
         return soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioDecodeError(f"cannot decode audio file {path!r}: {_reason(e)}") from None
+        raise UnsupportedFormatError(f"cannot decode audio file {path!r}: {_reason(e)}") from None
 
 
 def _reason(error: Exception) -> str:
@@ -123,7 +136,11 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """
     path = os.fspath(path)
     size = _check_file(path)
-    with _open(path) as f:
+    try:
+        f = _open(path)
+    except UnsupportedFormatError as error:
+        return _media_fallback(path, error, _media_info)
+    with f:
         return _checked_info(f, path, size)
 
 
@@ -351,10 +368,148 @@ def load_audio(
     decoded = None
     if backend == "tfio" and tfio_ops_available():
         decoded = _read_tfio(path, offset, duration)
-    samples, rate = decoded or _read_soundfile(path, offset, duration)
+    try:
+        samples, rate = decoded or _read_soundfile(path, offset, duration)
+    except UnsupportedFormatError as error:
+        blocks = _media_fallback(
+            path, error, lambda p: list(iter_media_blocks(p, sample_rate, offset, duration))
+        )
+        return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     mono = to_mono(samples)
     _check_finite(mono, path)
     return resample(mono, rate, sample_rate)
+
+
+# --------------------------------------------------------------------------------------
+# Everything else FFmpeg reads (M4A/AAC, WebM, MP4 video, WMA, AMR, ...), through PyAV.
+# --------------------------------------------------------------------------------------
+
+_MEDIA_PREROLL = 0.5  # seconds decoded before a seek target and dropped
+#: `AudioInfo.format` of files decoded by FFmpeg starts with this.
+MEDIA_FORMAT_PREFIX = "FFMPEG:"
+_MEDIA_HINT = (
+    "; formats libsndfile does not read (M4A/AAC, WebM, MP4, WMA, ...) need PyAV: "
+    "pip install 'stenograph[media]'"
+)
+
+
+def media_decoder_available() -> bool:
+    """Whether PyAV (FFmpeg) is installed for formats libsndfile does not read."""
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
+
+
+def _media_fallback(path: str, error: UnsupportedFormatError, decode):
+    """`decode(path)` with PyAV; errors say what libsndfile and FFmpeg each said."""
+    if not media_decoder_available():
+        raise AudioDecodeError(f"{error}{_MEDIA_HINT}") from None
+    import av
+
+    try:
+        return decode(path)
+    except AudioDecodeError:
+        raise  # ours already names the file and the problem (e.g. NaN samples)
+    except (av.error.FFmpegError, ValueError, IndexError) as media_error:
+        raise AudioDecodeError(f"{error}; FFmpeg cannot decode it either: {media_error}") from None
+
+
+def _media_info(path: str) -> AudioInfo:
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.audio:
+            raise ValueError(f"no audio stream in {container.format.name} file")
+        stream = container.streams.audio[0]
+        if not stream.rate:
+            raise ValueError(f"its {container.format.name} audio stream has no sample rate")
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+        else:  # no duration in the headers: count what decodes
+            seconds = sum(frame.samples for frame in container.decode(stream)) / stream.rate
+        frames = int(round(seconds * stream.rate))
+        if frames <= 0:
+            raise ValueError(f"its {container.format.name} audio stream has no samples")
+        format_name = f"{MEDIA_FORMAT_PREFIX}{container.format.name}"
+        return AudioInfo(
+            path, stream.rate, frames, stream.channels, format_name, stream.codec_context.name
+        )
+
+
+def iter_media_blocks(
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Decodes a file with FFmpeg (PyAV) as mono float32 blocks at `sample_rate`.
+
+    Seeks to `offset` (to the key frame before it, then drops what comes early),
+    stops after `duration`, and holds one decoded frame at a time, so memory stays
+    bounded for any length.
+
+    Args:
+        path: Any file FFmpeg reads with an audio stream.
+        sample_rate: Output rate in Hz (FFmpeg's resampler).
+        offset: Start in seconds.
+        duration: Length in seconds, or None for the rest.
+
+    Yields:
+        ``[samples]`` float32 blocks.
+
+    Raises:
+        AudioDecodeError: For NaN/infinite samples or an offset past the end; PyAV's
+            own errors for undecodable data (`load_audio` and `audio_info` turn
+            those into `AudioDecodeError`).
+    """
+    import av
+
+    path = os.fspath(path)
+    left = None if duration is None else max(1, int(round(duration * sample_rate)))
+    produced = 0
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        if offset > _MEDIA_PREROLL and stream.time_base is not None:
+            # To a key frame before `offset`, early enough that the codec's and the
+            # resampler's start-up samples (garbage after a seek) are dropped with the
+            # rest of what comes early; the first frame's time says how much that is.
+            container.seek(int((offset - _MEDIA_PREROLL) / stream.time_base), stream=stream)
+        skip = None
+        for start, frame in _resampled_frames(container, stream, sample_rate):
+            if skip is None:
+                skip = max(0, int(round((offset - start) * sample_rate)))
+            block = frame.to_ndarray().mean(axis=0, dtype=np.float32)  # [ch, n] -> [n]
+            block, skip = block[skip:], max(0, skip - len(block))
+            if left is not None:
+                block = block[:left]
+                left -= len(block)
+            if len(block):
+                _check_finite(block, path)
+                produced += len(block)
+                yield block
+            if left == 0:
+                return
+    if produced == 0 and offset > 0:
+        raise AudioDecodeError(f"offset {offset:g}s is at or beyond the end of the audio: {path!r}")
+    if produced == 0:  # ValueError: `_media_fallback` adds what libsndfile said
+        raise ValueError("it decoded no audio samples")
+
+
+def _resampled_frames(container, stream, sample_rate: int):
+    """``(time of the first decoded frame, resampled planar float frame)`` pairs."""
+    import av
+
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+    start = None
+    for frame in container.decode(stream):
+        if start is None:
+            start = float(frame.time) if frame.time is not None else 0.0
+        for out in resampler.resample(frame):
+            yield start, out
+    for out in resampler.resample(None):
+        yield start or 0.0, out
 
 
 # --------------------------------------------------------------------------------------

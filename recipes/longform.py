@@ -17,7 +17,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from stenograph.pipeline.audio import AudioDecodeError, audio_info, frame_range
+from stenograph.pipeline.audio import (
+    MEDIA_FORMAT_PREFIX,
+    AudioDecodeError,
+    audio_info,
+    frame_range,
+    iter_media_blocks,
+)
 
 from .outputs import WordTiming
 
@@ -147,6 +153,9 @@ def iter_resampled_blocks(
     """
     info = audio_info(path)
     start, stop = frame_range(offset, duration, info.sample_rate, info.frames)
+    if info.format.startswith(MEDIA_FORMAT_PREFIX):  # M4A, WebM, ...: FFmpeg streams it
+        yield from _media_blocks(path, sample_rate, offset, duration)
+        return
     with sf.SoundFile(path) as sound:
         resampler = None
         if info.sample_rate != sample_rate:
@@ -173,6 +182,18 @@ def iter_resampled_blocks(
                 f"cannot decode audio file {path!r} (truncated or corrupt?): {error}"
             ) from None
     _check_decoded_length(path, info.format, position - start, stop - start)
+
+
+def _media_blocks(
+    path: str, sample_rate: int, offset: float, duration: float | None
+) -> Iterator[np.ndarray]:
+    """`iter_media_blocks` with FFmpeg's errors turned into `AudioDecodeError`."""
+    import av
+
+    try:
+        yield from iter_media_blocks(path, sample_rate, offset, duration)
+    except (av.error.FFmpegError, ValueError) as error:
+        raise AudioDecodeError(f"cannot decode audio file {path!r} with FFmpeg: {error}") from None
 
 
 def _check_decoded_length(path: str, file_format: str, decoded: int, expected: int) -> None:
