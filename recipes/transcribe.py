@@ -32,7 +32,9 @@ from .outputs import FILE_SUFFIXES, FORMATS, Transcript, WordTiming, format_tran
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
-    | {".sph", ".nist", ".m4a", ".webm"}
+    | {".sph", ".nist"}
+    # Decoded by FFmpeg through PyAV (the `media` extra).
+    | {".m4a", ".aac", ".webm", ".mka", ".wma", ".amr", ".3gp", ".mp4", ".mkv", ".mov"}
 )
 
 
