@@ -457,3 +457,49 @@ def test_mixed_bfloat16_is_at_least_as_accurate_as_keras(rng, training):
         errors[name] = [np.abs(g.numpy().astype("float32") - e).max() for g, e in pairs]
     for ours, ref in zip(errors["ours"], errors["keras"], strict=True):
         assert ours <= 1.1 * ref + 1e-3, errors
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_chunked_inference_matches_fused_recurrence(rng, masked, dtype):
+    """The pipelined inference loop: outputs, states and gradients across chunk edges."""
+    from stenograph.layers.lstm import fused_inference, project_inputs
+
+    steps, batch, dim, units = 11, 3, 5, 4  # chunks of 3: three full, one of 2 steps
+    cast = lambda a: tf.cast(tf.constant(a.astype("float32")), dtype)  # noqa: E731
+    x = cast(rng.normal(size=(steps, batch, dim)))
+    kernel = cast(0.5 * rng.normal(size=(dim, 4 * units)))
+    bias = cast(0.5 * rng.normal(size=(4 * units,)))
+    r = cast(0.5 * rng.normal(size=(units, 4 * units)))
+    h0, c0 = (cast(rng.normal(size=(batch, units))) for _ in range(2))
+    mask = tf.constant(_mask([11, 6, 0], steps).T[:, :, None]) if masked else None
+    sources = [x, kernel, bias, r, h0, c0]
+
+    def loss(outs):
+        return tf.add_n([tf.reduce_sum(tf.cast(o, "float32") ** 2) for o in outs])
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(sources)
+        chunked = fused_inference(x, kernel, bias, r, h0, c0, mask, chunk_steps=3)
+        hoisted = fused_recurrence(project_inputs(x, kernel, bias), r, h0, c0, mask, None, True)
+        chunked_loss, hoisted_loss = loss(chunked), loss(hoisted)
+    tol = TOL if dtype == "float32" else 2e-2
+    as32 = lambda t: t.numpy().astype("float32")  # noqa: E731
+    for a, b in zip(chunked, hoisted, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype == tf.as_dtype(dtype)
+        np.testing.assert_allclose(as32(a), as32(b), atol=tol)
+    chunked_grads = tape.gradient(chunked_loss, sources)
+    for a, b in zip(chunked_grads, tape.gradient(hoisted_loss, sources), strict=True):
+        np.testing.assert_allclose(as32(a), as32(b), atol=tol * 10, rtol=tol)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_inference_parity_with_keras_over_several_chunks(rng, go_backwards):
+    """Layer-level: training=False runs the chunked loop (16 steps a chunk) like Keras."""
+    steps = 37  # two full chunks and a partial one
+    ref, ours = _pair(rng, return_sequences=True, return_state=True, go_backwards=go_backwards)
+    x = _inputs(rng, steps=steps)
+    state = [tf.constant(rng.normal(size=(B, H)).astype("float32")) for _ in range(2)]
+    mask = tf.constant(_mask([37, 20, 0], steps))
+    _assert_parity(ref, ours, x, training=False, mask=mask, initial_state=state)
+    _assert_parity(ref, ours, x, training=False)
