@@ -382,6 +382,41 @@ def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> A
     return data_lib.DatasetConfig.from_dict(options)
 
 
+def epoch_batches_bound(durations: list[float | None], dataset: Any) -> int:
+    """At most how many batches one training epoch yields (the progress bar's total).
+
+    Bucketing by length leaves one partial batch per bucket, so an epoch has at
+    most ceil(N / B) batches plus one for every further bucket its utterances can
+    reach; speed perturbation stretches the lengths, so their span is widened by
+    its range. Without every duration, every bucket counts.
+
+    Args:
+        durations: Training utterances' durations in seconds (None if unknown).
+        dataset: The pipeline's `DatasetConfig` for training.
+
+    Returns:
+        The bound (at least 1).
+    """
+    batches = max(1, math.ceil(len(durations) / dataset.batch_size))
+    if dataset.drop_remainder:
+        return max(1, len(durations) // dataset.batch_size)
+    edges = (
+        data_lib.DEFAULT_BUCKET_SECONDS
+        if dataset.bucket_boundaries is None
+        else dataset.bucket_boundaries
+    )
+    if not edges:
+        return batches
+    known = [d for d in durations if d is not None]
+    if len(known) < len(durations) or not known:
+        return batches + len(edges)
+    speed = getattr(dataset.augment, "speed_range", None) or (1.0, 1.0)
+    # A speed factor f makes an utterance 1/f as long.
+    shortest, longest = min(known) / max(speed), max(known) / min(speed)
+    buckets = {sum(edge <= seconds for edge in edges) for seconds in (shortest, longest)}
+    return batches + max(buckets) - min(buckets)
+
+
 def make_dataset(
     utterances: list[Utterance],
     vocabulary: Vocabulary,
@@ -715,6 +750,15 @@ class TrainingRun:
         return self.state
 
     def _fit_epoch(self, dataset: Any, callback: StepCallback) -> None:
+        steps = None
+        if self.num_workers == 1 and self.strategy.num_replicas_in_sync == 1:
+            # A total for the progress bar (else "1/Unknown"). It is an upper bound:
+            # the data still ends the epoch, at most a few batches before it.
+            bound = epoch_batches_bound(
+                [u.duration for u in self.train_utterances],
+                dataset_config(self.config, training=True),
+            )
+            steps = max(1, bound - self.state.batch_in_epoch)
         with warnings.catch_warnings():
             # Epoch datasets end when their data does; Keras' "ran out of data"
             # warning is expected here.
@@ -728,6 +772,7 @@ class TrainingRun:
                 callbacks=[callback],
                 verbose=self.config.train.verbose if self.is_chief else 0,
                 shuffle=False,
+                steps_per_epoch=steps,
             )
 
     def _end_epoch(self, started: float, complete: bool) -> None:
