@@ -8,7 +8,7 @@ import pytest
 
 from stenograph.pipeline.manifest import Utterance
 from stenograph.recipes import cli
-from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe
+from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe, splits
 from stenograph.recipes.config import ExperimentConfig, model_preset
 
 # --------------------------------------------------------------------------- pure decisions
@@ -84,6 +84,27 @@ def test_only_tensorflows_signature_rename_notices_are_silenced():
     assert recipe.is_signature_rename_notice(notice)
     assert not recipe.is_signature_rename_notice(record("Function `f` failed to save"))
     assert not recipe.is_signature_rename_notice(record("Writing the SavedModel to /x"))
+
+
+def test_speaker_error_rates_sum_the_report_per_speaker(tmp_path):
+    from stenograph.pipeline.manifest import write_manifest
+
+    utterances = [
+        Utterance("a", str(tmp_path / "a.flac"), "go back", 1.0, speaker="awb"),
+        Utterance("b", str(tmp_path / "b.flac"), "turn left now", 1.0, speaker="awb"),
+        Utterance("c", str(tmp_path / "c.flac"), "stop", 1.0, speaker="espeak-m3"),
+    ]
+    write_manifest(tmp_path / "test.jsonl", utterances)
+    rows = [("a", 1, 2), ("b", 0, 3), ("c", 1, 1)]
+    report = tmp_path / "report.jsonl"
+    report.write_text(
+        "".join(json.dumps({"id": i, "word_errors": e, "words": w}) + "\n" for i, e, w in rows)
+    )
+    rates = recipe.speaker_error_rates(tmp_path / "test.jsonl", report)
+    assert rates == {"awb": (1, 5), "espeak-m3": (1, 1)}
+    assert recipe.format_speaker_rates("lm", rates) == (
+        "  by speaker (lm): awb 20.0% (1/5), espeak-m3 100.0% (1/1)"
+    )
 
 
 def test_pick_examples_spreads_over_speakers():
@@ -171,6 +192,8 @@ def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
             assert score["utterances"] >= 80 and score["cer"] >= 0.0
     assert "test: decoder" in printed and "reference" in printed and "hypothesis" in printed
     assert "Unknown" not in printed and "/54" in printed  # the bar's total: ceil(827/16) + 2
+    assert "by speaker (lm): awb " in printed
+    assert set(summary["by_speaker"]["test"]["lm"]) == set(splits.TEST_SPEAKERS)
     assert (out / "export" / "saved_model.pb").is_file()
     assert (out / "model" / "lm" / "lm.binary").is_file()
     assert len(summary["transcripts"]) == 2
@@ -200,7 +223,7 @@ def _checkpoint_step(out):
 @pytest.mark.slow
 @pytest.mark.tts
 def test_demo_trains_on_extra_generated_utterances_and_reuses_them(tmp_path, capsys):
-    from stenograph.recipes.commands import enlarge, splits
+    from stenograph.recipes.commands import enlarge
 
     if enlarge.engines_unavailable_reason() is not None:
         pytest.skip(enlarge.engines_unavailable_reason())

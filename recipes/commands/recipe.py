@@ -500,6 +500,33 @@ def format_scores(split: str, results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def speaker_error_rates(manifest: Path, report: str | Path) -> dict[str, tuple[int, int]]:
+    """Word errors and words per speaker, from an evaluation report and its manifest.
+
+    Args:
+        manifest: The evaluated manifest (it names each utterance's speaker).
+        report: The JSON-lines report of `stenograph evaluate`.
+
+    Returns:
+        Speaker -> (word errors, words), speakers sorted by name.
+    """
+    speakers = {u.id: u.speaker or "?" for u in read_manifest(manifest, allow_outside_root=True)}
+    totals: dict[str, list[int]] = {}
+    for line in Path(report).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            counts = totals.setdefault(speakers.get(row["id"], "?"), [0, 0])
+            counts[0] += int(row["word_errors"])
+            counts[1] += int(row["words"])
+    return {speaker: (errors, words) for speaker, (errors, words) in sorted(totals.items())}
+
+
+def format_speaker_rates(decoder: str, rates: dict[str, tuple[int, int]]) -> str:
+    """One line: WER per speaker, e.g. `awb 23.2% (38/164)`."""
+    parts = [f"{s} {100 * e / max(1, w):.1f}% ({e}/{w})" for s, (e, w) in rates.items()]
+    return f"  by speaker ({decoder}): " + ", ".join(parts)
+
+
 # ---------------------------------------------------------------------------
 # Stages 5 and 6: export, then transcribe held-out files with the export.
 
@@ -701,8 +728,13 @@ def run_demo(
     mark = time.monotonic()
     summary["scores"] = {}
     for split in ("test", "dev"):
-        summary["scores"][split] = evaluate_decoders(exp_dir, paths.manifest(split), lm_choice)
-        print(format_scores(split, summary["scores"][split]), flush=True)
+        scores = evaluate_decoders(exp_dir, paths.manifest(split), lm_choice)
+        summary["scores"][split] = scores
+        print(format_scores(split, scores), flush=True)
+        best = "lm" if "lm" in scores else "beam"
+        rates = speaker_error_rates(paths.manifest(split), scores[best]["report"])
+        summary.setdefault("by_speaker", {})[split] = {best: rates}
+        print(format_speaker_rates(best, rates), flush=True)
     timings["evaluate"] = time.monotonic() - mark
 
     stage("export", 5)
