@@ -534,7 +534,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--beta", type=float, default=None, help="word insertion bonus (default: tuned)"
     )
     parser.add_argument(
-        "--hotword", action="append", default=[], help="WORD[:weight] to boost; repeatable"
+        "--hotword",
+        action="append",
+        default=[],
+        help="WORD[:weight] to boost (repeatable); the beam search applies one boost to "
+        "all hotwords, so give at most one weight",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="windows per model call")
     parser.add_argument("--window", type=float, default=20.0, help="window length in seconds")
