@@ -24,7 +24,7 @@ import random
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,9 @@ EXTRA_ESPEAK_VARIANTS = (
     "travis",
     "victor",
 )
+# Engine shares of the extra utterances: the shipped corpus's (espeak-ng 0.5,
+# festival 0.25, flite 0.25) unless chosen otherwise on dev (see RESULTS.md).
+EXTRA_ENGINE_WEIGHTS = dict(DEFAULT_ENGINE_WEIGHTS)
 _EXTRA_FEMALE = frozenset({"Alicia", "Andrea", "grandma", "shelby", "steph2", "steph3"})
 
 
@@ -113,6 +116,7 @@ class EnlargeRequest:
         max_words: Longest sentence in words.
         voices: Only these voices: engines, speakers or keys as in
             `voices.select_voices` ("espeak-ng", "rms", "flite/kal16"); None = all.
+        engine_weights: Relative share of each engine's utterances.
     """
 
     num_utterances: int
@@ -120,6 +124,7 @@ class EnlargeRequest:
     extra_variants: bool = True
     max_words: int = MAX_WORDS
     voices: tuple[str, ...] | None = None
+    engine_weights: dict[str, float] = field(default_factory=lambda: dict(EXTRA_ENGINE_WEIGHTS))
 
 
 def extra_espeak_voices(accents: Sequence[str] | None = None) -> list[Voice]:
@@ -204,6 +209,7 @@ def plan_training_jobs(
     sentences: Sequence[Sentence],
     seed: int,
     variety: VarietyConfig | None = None,
+    engine_weights: dict[str, float] | None = None,
 ) -> list[UtteranceJob]:
     """One training utterance per sentence, each by a training voice with its rendering.
 
@@ -218,7 +224,7 @@ def plan_training_jobs(
     fraction = variety.augment_fraction.get("train", 0.0)
     jobs = []
     for index, sentence in enumerate(sentences):
-        voice = choose_voice(voices, DEFAULT_ENGINE_WEIGHTS, rng)
+        voice = choose_voice(voices, engine_weights or DEFAULT_ENGINE_WEIGHTS, rng)
         rendering = draw_rendering(voice, rng.random() < fraction, variety, rng)
         utterance_id = f"gen{seed}-{index:06d}"
         audio_path = f"audio/{utterance_id}.flac"
@@ -287,7 +293,7 @@ def enlarge_training_set(
         request.num_utterances, request.seed, corpus_sentences(Path(corpus_dir)), request.max_words
     )
     voices = training_voices(request.extra_variants, request.voices)
-    jobs = plan_training_jobs(voices, sentences, request.seed)
+    jobs = plan_training_jobs(voices, sentences, request.seed, None, request.engine_weights)
     _clear_cache(cache_dir)
     results = _run_jobs(jobs, str(cache_dir), workers, chunk_size=16, progress=progress)
     durations = {r["id"]: r["duration"] for r in results if "duration" in r}

@@ -3,16 +3,25 @@
 Usage (exact commands; timings and WER in RESULTS.md):
 
     stenograph demo                                 # everything below, into ./exp/demo
-    stenograph demo --out exp/demo --minutes 11 --epochs 30 --precision mixed_bfloat16  # = defaults
+    stenograph demo --out exp/demo --minutes 8.5 --epochs 30 --extra 3000 \
+        --precision mixed_bfloat16                  # = the defaults
+    stenograph demo --extra 0                       # the shipped corpus alone
     stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
 
-It runs, in order (rerunning the command resumes: prepared data is kept, training
-continues from its newest checkpoint, and only the cheap stages after it run again):
+It runs, in order (rerunning the command resumes: prepared data and generated audio
+are kept, training continues from its newest checkpoint, and only the cheap stages
+after it run again):
 
     1. prepare     the shipped corpus (recipes/commands/data) or `--generate N` new
-                   sentences -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
-    2. train       2xBiLSTM-CTC on log-mels with speed/noise/gain/SpecAugment, within
-                   the `--minutes` budget -> <out>/model (checkpoints, best weights)
+                   sentences, plus `--extra N` fresh training utterances made with the
+                   installed TTS engines (training speakers only, sentences that no
+                   split of the corpus has; cached in <out>/generated; skipped with a
+                   one-line message when no engine is installed)
+                   -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
+    2. train       2xBiLSTM-CTC on log-mels with speed/noise/gain/SpecAugment; making
+                   the extra data and training share the `--minutes` budget, and the
+                   learning rate's decay ends with the last epoch that fits
+                   -> <out>/model (checkpoints, best weights)
     3. lm          a KenLM 4-gram of the training transcripts, its weights tuned on dev
                    -> <out>/model/lm/, <out>/model/decoding.json
     4. evaluate    held-out speakers and sentences (test, and dev): WER and CER with
@@ -48,7 +57,7 @@ _log = logging.getLogger("stenograph.demo")
 
 DEFAULT_OUT = Path("exp/demo")
 DEFAULT_EPOCHS = 30
-DEFAULT_MINUTES = 11.0
+DEFAULT_MINUTES = 8.5
 DEFAULT_EXTRA_UTTERANCES = 3000
 DEFAULT_PRECISION = "mixed_bfloat16"  # ~4x faster matmuls on CPUs with AMX (DESIGN.md)
 # The BiLSTM's step is bound by its recurrence, not the batch: 16 utterances per
@@ -774,7 +783,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--minutes",
         type=float,
         default=DEFAULT_MINUTES,
-        help="training time budget in minutes (rerun to continue an unfinished run)",
+        help="minutes for making the extra data and training together (the later stages "
+        "take about one more minute; rerun to train further)",
     )
     parser.add_argument(
         "--epochs", type=int, default=DEFAULT_EPOCHS, help="planned training epochs"
