@@ -461,7 +461,8 @@ def test_mixed_bfloat16_is_at_least_as_accurate_as_keras(rng, training):
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_chunked_inference_matches_fused_recurrence(rng, masked, dtype):
+@pytest.mark.parametrize("lanes", [1, 2])  # batch 3: lanes of 1 and 2 examples
+def test_chunked_inference_matches_fused_recurrence(rng, masked, dtype, lanes):
     """The pipelined inference loop: outputs, states and gradients across chunk edges."""
     from stenograph.layers.lstm import fused_inference, project_inputs
 
@@ -480,7 +481,7 @@ def test_chunked_inference_matches_fused_recurrence(rng, masked, dtype):
 
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(sources)
-        chunked = fused_inference(x, kernel, bias, r, h0, c0, mask, chunk_steps=3)
+        chunked = fused_inference(x, kernel, bias, r, h0, c0, mask, chunk_steps=3, lanes=lanes)
         hoisted = fused_recurrence(project_inputs(x, kernel, bias), r, h0, c0, mask, None, True)
         chunked_loss, hoisted_loss = loss(chunked), loss(hoisted)
     tol = TOL if dtype == "float32" else 2e-2
@@ -503,3 +504,19 @@ def test_inference_parity_with_keras_over_several_chunks(rng, go_backwards):
     mask = tf.constant(_mask([37, 20, 0], steps))
     _assert_parity(ref, ours, x, training=False, mask=mask, initial_state=state)
     _assert_parity(ref, ours, x, training=False)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])  # 1: one lane is empty
+def test_inference_lanes_with_unknown_batch_size(rng, batch):
+    """Lanes split a batch only known at run time; every split matches Keras."""
+    from stenograph.layers.lstm import inference_lanes
+
+    assert inference_lanes(1) == 1 and inference_lanes(2) == 2 and inference_lanes(8) == 2
+    ref, ours = _pair(rng, return_sequences=True, return_state=True)
+    signature = [tf.TensorSpec([None, None, D]), tf.TensorSpec([None], tf.int32)]
+    run = tf.function(lambda x, n: ours(x, sequence_lengths=n), input_signature=signature)
+    x = _inputs(rng, batch=batch, steps=20)
+    lengths = np.array([20, 7, 1, 0, 13][:batch], "int32")
+    expected = ref(x, mask=tf.constant(_mask(lengths, 20)))
+    for a, b in zip(run(x, lengths), expected, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL)
