@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stenograph.recipes.transcribe",
     "stenograph.recipes.export",
     "stenograph.recipes.lm",
+    "stenograph.recipes.plots",  # plot
     "stenograph.recipes.commands.generate",  # generate-commands
 )
 

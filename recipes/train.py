@@ -781,6 +781,9 @@ class TrainingRun:
             "epoch": state.epoch + 1,
             "step": state.step,
             "seconds": round(time.time() - started, 1),
+            # Mean over this epoch's finite steps (Keras resets it when an epoch starts).
+            "loss": _finite_or_none(self.trainer.loss_tracker.result()),
+            "learning_rate": self.current_learning_rate(),
         }
         if self.valid_utterances:
             result = validate(
@@ -886,6 +889,26 @@ def train(config: ExperimentConfig, exp_dir: str | os.PathLike[str]) -> exp_lib.
     finally:
         run.close()
         keras.mixed_precision.set_dtype_policy(previous_policy)
+        if getattr(run, "is_chief", False):
+            _plot_history(exp_dir)
+
+
+def _plot_history(exp_dir: str | os.PathLike[str]) -> None:
+    """Redraws `<exp>/plots/training.png`; a picture never fails a training run."""
+    from .plots import plot_training_history
+
+    try:
+        path = plot_training_history(exp_dir)
+    except Exception as error:  # noqa: BLE001 - matplotlib/font problems must not stop training
+        _log.warning("could not draw the training curves: %s", error)
+        return
+    if path is not None:
+        _log.info("training curves: %s", path)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 # ---------------------------------------------------------------------------

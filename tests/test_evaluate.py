@@ -93,3 +93,20 @@ def test_evaluate_confines_audio_to_the_manifest_folder_and_audio_root(trained):
         folder / "exp", manifest, report=folder / "allowed.jsonl", allow_outside_root=True
     )
     assert allowed.utterances == 4 and allowed.skipped == 0
+
+
+def test_plot_draws_training_curves_and_alignments(trained, tmp_path):
+    """`stenograph plot`: PNGs of the training history and of CTC alignments."""
+    from stenograph.recipes.cli import main
+
+    folder, valid = trained
+    history = [json.loads(line) for line in (folder / "exp" / "history.jsonl").open()]
+    assert all(r["loss"] > 0 and r["learning_rate"] > 0 for r in history)
+    assert (folder / "exp" / "plots" / "training.png").is_file()  # drawn by `train` itself
+    out = tmp_path / "plots"
+    argv = ["plot", str(folder / "exp"), "--manifest", str(valid), "--limit", "2"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["alignment-valid-000.png", "alignment-valid-001.png", "training.png"]
+    for path in out.iterdir():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
