@@ -49,6 +49,7 @@ __all__ = [
     "GreedyDecoder",
     "PrefixBeamDecoder",
     "choose_backend",
+    "describe_decoder",
     "make_decoder",
     "parse_hotwords",
     "greedy_path",
@@ -553,5 +554,25 @@ def with_tuned_defaults(options: dict[str, Any], model_dir: str | Path) -> dict[
     filled = {key: value for key, value in tuned.items() if options.get(key) is None}
     if filled:
         settings = ", ".join(f"{key}={value}" for key, value in filled.items())
-        _log.info("LM decoding: %s from %s", settings, Path(model_dir) / TUNED_DECODING_FILE)
+        _log.debug("LM decoding: %s from %s", settings, Path(model_dir) / TUNED_DECODING_FILE)
     return {**options, **filled}
+
+
+def describe_decoder(options: dict[str, Any]) -> str:
+    """One line for the user, e.g. ``"decoder lm (lm.binary, alpha 1.5, beta 3.0, beam 32)"``.
+
+    Args:
+        options: `make_decoder` keyword arguments (``kind`` included).
+    """
+    kind = options["kind"]
+    if kind == "greedy":
+        return "decoder greedy"
+    details = [f"beam {options.get('beam_width', DEFAULT_BEAM_WIDTH)}"]
+    if kind == "lm":
+        details = [
+            Path(options["lm_path"]).name,
+            f"alpha {options.get('alpha', DEFAULT_ALPHA)}",
+            f"beta {options.get('beta', DEFAULT_BETA)}",
+            *details,
+        ]
+    return f"decoder {kind} ({', '.join(details)})"

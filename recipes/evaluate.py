@@ -156,14 +156,16 @@ def make_batch_decoder(
     """
     if kind == "greedy":
         return None
-    from .decoding import make_decoder, with_tuned_defaults
+    from .decoding import describe_decoder, make_decoder, with_tuned_defaults
 
     given = {"beam_width": beam_width, "lm_path": lm_path or None, "alpha": alpha, "beta": beta}
     if tuned_from is not None:
         given = with_tuned_defaults({"kind": kind, **given}, tuned_from)
         given.pop("kind")
     options = {key: value for key, value in given.items() if value is not None}
-    return make_decoder(kind, vocabulary, **options)
+    decoder = make_decoder(kind, vocabulary, **options)
+    _log.info("evaluate: %s", describe_decoder({"kind": kind, **options}))
+    return decoder
 
 
 def _hypotheses(

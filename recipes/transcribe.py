@@ -586,12 +586,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for failure in failures:
         _report_failure(failure)
-    from .decoding import make_decoder, tuned_lm_available, with_tuned_defaults
+    from .decoding import describe_decoder, make_decoder, tuned_lm_available, with_tuned_defaults
 
     model = load_acoustic_model(args.model, args.weights)
     options = with_tuned_defaults(decoder_options(args, tuned_lm_available(args.model)), args.model)
     decoder = make_decoder(vocabulary=model.vocabulary, **options)
-    print(f"transcribe: {_decoder_description(options)}", file=sys.stderr)
+    print(f"transcribe: {describe_decoder(options)}", file=sys.stderr)
     writer = OutputWriter(sources, formats, args.output_dir)
     report = transcribe_sources(
         sources,
@@ -610,22 +610,6 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
-
-
-def _decoder_description(options: dict[str, Any]) -> str:
-    """E.g. ``"decoder lm (lm.binary, alpha 1.5, beta 3, beam 32)"``."""
-    kind = options["kind"]
-    if kind == "greedy":
-        return "decoder greedy"
-    details = [f"beam {options.get('beam_width', 'default')}"]
-    if kind == "lm":
-        details = [
-            Path(options["lm_path"]).name,
-            f"alpha {options.get('alpha', 'default')}",
-            f"beta {options.get('beta', 'default')}",
-            *details,
-        ]
-    return f"decoder {kind} ({', '.join(details)})"
 
 
 def _report_failure(failure: Failure) -> None:

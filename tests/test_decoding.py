@@ -261,7 +261,7 @@ def test_tuned_defaults_fill_only_unset_lm_settings(tmp_path, caplog):
     choice = {"decoder": "lm", "lm_path": "/lm/lm.binary", "alpha": 1.5, "beta": 3.0,
               "beam_width": 32, "dev_wer": 0.2}  # fmt: skip
     (tmp_path / "decoding.json").write_text(json.dumps(choice))
-    with caplog.at_level("INFO", logger="stenograph"):
+    with caplog.at_level("DEBUG", logger="stenograph"):
         filled = with_tuned_defaults({"kind": "lm", "alpha": 0.7, "beta": None}, tmp_path)
     assert filled == {"kind": "lm", "alpha": 0.7, "beta": 3.0, "lm_path": "/lm/lm.binary",
                       "beam_width": 32}  # fmt: skip

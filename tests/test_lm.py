@@ -362,7 +362,7 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     with caplog.at_level("INFO", logger="stenograph"):
         summary = evaluate_lib.evaluate(exp, train, decoder="lm", report=tmp_path / "lm.jsonl")
     assert summary.decoder == "lm" and summary.utterances == len(phrases)
-    assert f"alpha={choice['alpha']}" in caplog.text and "lm.binary" in caplog.text
+    assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in caplog.text
 
     # The export carries the tuned LM, and `transcribe` decodes with it by default.
     from stenograph.recipes.cli import main
