@@ -413,8 +413,7 @@ def fused_inference(x, kernel, bias, r, h0, c0, mask=None, chunk_steps=16, lanes
         h0: Initial hidden state ``[B, H]``.
         c0: Initial cell state ``[B, H]``.
         mask: Boolean ``[T, B, 1]``; a False step keeps the state. None: no mask.
-        chunk_steps: Steps per projected chunk (8, 16 and 32 measured alike on a
-            loaded machine; a chunk's [16 * B, 4H] projection stays in cache).
+        chunk_steps: Steps per projected chunk (8, 16 and 32 measured alike).
         lanes: Batch groups run as separate chains; None: ``inference_lanes`` of
             TensorFlow's thread count.
 
