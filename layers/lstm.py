@@ -63,6 +63,21 @@ def lengths_to_mask(sequence_lengths, max_time):
     return tf.sequence_mask(sequence_lengths, maxlen=max_time)
 
 
+def _time_major_mask(mask, sequence_lengths=None):
+    """``[B, T]`` bool -> ``[T, B, 1]`` bool, straight from the lengths when given.
+
+    TensorFlow's oneDNN transpose takes bool and integer tensors only on some CPUs
+    and otherwise prints an error-level notice to the user's terminal (seen for
+    bool, uint8, int8 and int32; in a graph, grappler moves a cast to float back
+    after the transpose), so the usual case, lengths, needs no transpose at all.
+    """
+    if sequence_lengths is not None:
+        steps = tf.shape(mask)[1]
+        return tf.range(steps)[:, None, None] < tf.cast(sequence_lengths, tf.int32)[None, :, None]
+    flipped = tf.transpose(tf.cast(mask, tf.float32))  # [T, B]
+    return (flipped > 0.5)[:, :, None]  # [T, B, 1]
+
+
 def _gate_scale(units, dtype):
     """Per-column factor that turns the c-gate tanh into a sigmoid: ``[4H]``."""
     ones = tf.ones([units], dtype)
@@ -903,7 +918,7 @@ class LSTM(keras.layers.Layer):
                 outputs = tf.where(processed[:, :, None], outputs, tf.zeros_like(outputs))
             last = outputs[:, -1]
         else:
-            outputs, h, c = self._run_ours(inputs, h0, c0, mask, training)
+            outputs, h, c = self._run_ours(inputs, h0, c0, mask, training, sequence_lengths)
             last = outputs[-1]
             if self.return_sequences:
                 outputs = tf.transpose(outputs, [1, 0, 2])  # [B, T, H]
@@ -923,7 +938,7 @@ class LSTM(keras.layers.Layer):
             )
         return tuple(tf.cast(s, dtype) for s in initial_state)
 
-    def _run_ours(self, inputs, h0, c0, mask, training):
+    def _run_ours(self, inputs, h0, c0, mask, training, sequence_lengths=None):
         """Our kernel; returns time-major outputs ``[T, B, H]`` and final states."""
         dtype = inputs.dtype
         kernel = tf.cast(self.kernel, dtype)
@@ -937,7 +952,7 @@ class LSTM(keras.layers.Layer):
 
         x = tf.transpose(inputs, [1, 0, 2])  # [T, B, I]
         if mask is not None:
-            mask = tf.transpose(mask)[:, :, None]  # [T, B, 1]
+            mask = _time_major_mask(mask, sequence_lengths)  # [T, B, 1]
         if self.go_backwards:
             x = tf.reverse(x, [0])  # [T, B, I], last step first
             mask = tf.reverse(mask, [0]) if mask is not None else None  # [T, B, 1]

@@ -454,7 +454,7 @@ def bundle_tuned_lm(tuned: dict[str, Any], folder: Path) -> None:
     (folder / EXTRA_DIR / TUNED_DECODING_FILE).write_text(
         json.dumps(choice, indent=2) + "\n", encoding="utf-8"
     )
-    _log.info("export: bundled the tuned LM %s (alpha/beta in decoding.json)", lm_path)
+    _log.debug("export: bundled the tuned LM %s (alpha/beta in decoding.json)", lm_path)
 
 
 # ---------------------------------------------------------------------------
