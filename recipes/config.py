@@ -41,9 +41,10 @@ class DataConfig:
             handy for smoke runs.
         max_valid_utterances: Use only the first N validation utterances (0 = all).
         dataset: Extra keyword arguments for `pipeline.dataset.DatasetConfig`.
-        audio_root: Folder every manifest audio path must lie within (written by
-            `stenograph prepare`: the corpus' common folder). Empty: each manifest's
-            own folder. Paths outside are reported and skipped.
+        audio_root: Folder (or folders joined by `os.pathsep`, as in PATH) that
+            manifest audio paths must lie within, besides each manifest's own folder;
+            written by `stenograph prepare` (where the corpus' audio is). Paths
+            outside are reported and skipped.
         allow_outside_root: Accept audio paths anywhere (absolute or ``..``).
     """
 

@@ -155,8 +155,14 @@ def _probe_all(
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(probe_audio, utterances)
-        bar = tqdm(results, total=len(utterances), desc=f"checking {split}", unit="file",
-                   leave=False, disable=None)  # fmt: skip  (None: only on a terminal)
+        bar = tqdm(
+            results,
+            total=len(utterances),
+            desc=f"checking {split}",
+            unit="file",
+            leave=False,
+            disable=None,
+        )  # fmt: skip  (None: only on a terminal)
         return list(bar)
 
 
@@ -187,26 +193,42 @@ def check_split(
     return kept, skipped
 
 
-def common_audio_folder(manifests: Sequence[Path]) -> str:
-    """The deepest folder holding every audio file of the given (prepared) manifests.
+def common_audio_folders(manifests: Sequence[Path], min_depth: int = 2) -> str:
+    """The folders holding every audio file of the given (prepared) manifests.
 
-    Training and evaluation confine manifest audio paths to it, so a manifest edited
-    or swapped later cannot make them read files from elsewhere.
+    Audio from one corpus shares one deep folder; audio from several places (e.g.
+    a shipped corpus and generated data elsewhere) gets one folder each, never a
+    shallow one like ``/`` or ``/tmp`` that would confine nothing. Training and
+    evaluation confine manifest audio paths to them, so a manifest edited or
+    swapped later cannot make them read files from elsewhere.
 
     Args:
         manifests: Manifests written by the check stage (missing ones are ignored).
+        min_depth: Fewest path components a merged folder may have.
 
     Returns:
-        An absolute folder, or "" when the manifests hold no audio.
+        Absolute folders joined with `os.pathsep` (the form of `data.audio_root`),
+        or "" when the manifests hold no audio.
     """
-    folders = {
-        os.path.dirname(utterance.audio_path)
-        for path in manifests
-        if path.is_file()
-        # Our own output: its paths were confined when the corpus was imported.
-        for utterance in read_manifest(path, allow_outside_root=True)
-    }
-    return os.path.commonpath(sorted(folders)) if folders else ""
+    folders = sorted(
+        {
+            os.path.dirname(utterance.audio_path)
+            for path in manifests
+            if path.is_file()
+            # Our own output: its paths were confined when the corpus was imported.
+            for utterance in read_manifest(path, allow_outside_root=True)
+        }
+    )
+    roots: list[str] = []
+    for folder in folders:
+        for index, root in enumerate(roots):
+            shared = os.path.commonpath([root, folder])
+            if len(Path(shared).parts) > min_depth:  # parts[0] is "/"
+                roots[index] = shared
+                break
+        else:
+            roots.append(folder)
+    return os.pathsep.join(roots)
 
 
 @dataclass
@@ -329,7 +351,7 @@ def recipe_stages(
                 "data.valid_manifest": str(paths.manifest(recipe.valid_split).absolute()),
                 "data.vocabulary": str(paths.vocabulary.absolute()),
                 # train/evaluate refuse audio outside the folder this corpus came from.
-                "data.audio_root": common_audio_folder(manifests),
+                "data.audio_root": common_audio_folders(manifests),
             }
         )
         config.save(paths.config)

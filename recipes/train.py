@@ -309,8 +309,7 @@ def audio_roots(manifest: str | os.PathLike[str], data: DataConfig) -> list[str]
         unless `data.allow_outside_root`.
     """
     roots = [os.path.abspath(os.path.dirname(os.path.abspath(manifest)))]
-    if data.audio_root:
-        roots.append(os.path.abspath(data.audio_root))
+    roots += [os.path.abspath(root) for root in data.audio_root.split(os.pathsep) if root]
     return roots
 
 
@@ -942,11 +941,12 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     overrides = {key: value for key, value in flags.items() if value is not None}
     overrides.update(parse_override(text) for text in args.set or [])
     config = config.override(overrides)
-    for key in ("train_manifest", "valid_manifest", "vocabulary", "audio_root"):
+    for key in ("train_manifest", "valid_manifest", "vocabulary"):
         value = getattr(config.data, key)
         if value:  # Absolute, so the saved config works from any directory.
             config = config.override({f"data.{key}": str(Path(value).absolute())})
-    return config
+    roots = [Path(root).absolute() for root in config.data.audio_root.split(os.pathsep) if root]
+    return config.override({"data.audio_root": os.pathsep.join(map(str, roots))})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

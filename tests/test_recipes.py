@@ -1,6 +1,7 @@
 """Recipes end to end: prepare (in the corpus' real layout) -> train -> evaluate -> report."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,9 @@ def test_prepare_writes_manifests_vocabulary_and_config_and_is_rerunnable(tmp_pa
     assert config.model.lstm_units == 64  # the tiny preset asked for
     # Training and evaluation confine audio to the folder the corpus came from.
     audio = [json.loads(line)["audio_path"] for line in train]
-    assert config.data.audio_root and str(tmp_path) in config.data.audio_root
-    assert all(path.startswith(config.data.audio_root + "/") for path in audio)
+    roots = config.data.audio_root.split(os.pathsep)
+    assert roots and all(root.startswith(str(tmp_path)) for root in roots)
+    assert all(any(path.startswith(root + "/") for root in roots) for path in audio)
     assert len(list((data_dir / ".stages").glob("*.done"))) == 4
     # A rerun skips every stage already done.
     caplog.set_level("INFO", logger="stenograph.prepare")
@@ -113,6 +115,23 @@ def test_prepare_reports_bad_lines_of_the_corpus_own_files(tmp_path, name):
     report = (data_dir / "prepare_report.jsonl").read_text()
     assert "ghost" in report.lower() or "9999" in report, report
     assert "ghost" not in (data_dir / "train.jsonl").read_text().lower()
+
+
+def test_audio_folders_of_several_places_stay_apart(tmp_path):
+    from stenograph.pipeline.manifest import Utterance, write_manifest
+    from stenograph.recipes.runner import common_audio_folders
+
+    def at(path):
+        return Utterance(id=path, audio_path=path, text="a")
+
+    corpus = ["/data/corpus/a/1.wav", "/data/corpus/b/2.wav", "/data/corpus/b/c/3.wav"]
+    generated = ["/tmp/demo/generated/audio/4.flac", "/tmp/other/5.flac"]
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [at(p) for p in corpus + generated], relative_paths=False)
+    roots = common_audio_folders([manifest, tmp_path / "missing.jsonl"]).split(os.pathsep)
+    # Never "/" or "/tmp": each place keeps its own deep folder.
+    assert roots == ["/data/corpus", "/tmp/demo/generated/audio", "/tmp/other"]
+    assert common_audio_folders([tmp_path / "missing.jsonl"]) == ""
 
 
 def test_stages_run_in_order_and_resume_after_a_failure(tmp_path):
