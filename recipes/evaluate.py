@@ -164,7 +164,7 @@ def make_batch_decoder(
         given.pop("kind")
     options = {key: value for key, value in given.items() if value is not None}
     decoder = make_decoder(kind, vocabulary, **options)
-    _log.info("evaluate: %s", describe_decoder({"kind": kind, **options}))
+    _log.debug("evaluate: %s", describe_decoder({"kind": kind, **options}))
     return decoder
 
 

@@ -902,7 +902,7 @@ def _plot_history(exp_dir: str | os.PathLike[str]) -> None:
         _log.warning("could not draw the training curves: %s", error)
         return
     if path is not None:
-        _log.info("training curves: %s", path)
+        _log.debug("training curves: %s", path)
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -359,7 +359,7 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     # `--decoder lm` alone now uses the recorded LM and the tuned weights.
     from stenograph.recipes import evaluate as evaluate_lib
 
-    with caplog.at_level("INFO", logger="stenograph"):
+    with caplog.at_level("DEBUG", logger="stenograph"):
         summary = evaluate_lib.evaluate(exp, train, decoder="lm", report=tmp_path / "lm.jsonl")
     assert summary.decoder == "lm" and summary.utterances == len(phrases)
     assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in caplog.text

@@ -37,6 +37,7 @@ from .generate import (
     _run_jobs,
     choose_voice,
     draw_rendering,
+    job_utterance,
 )
 from .grammar import Sentence, generate_sentences
 from .splits import speaker_split
@@ -301,13 +302,7 @@ def enlarge_training_set(
     if not durations:
         raise RuntimeError(f"Every generated utterance failed; first error: {failures[0]['error']}")
     utterances = [
-        Utterance(
-            id=job.utterance_id,
-            audio_path=str((cache_dir / job.audio_path).absolute()),
-            text=job.text,
-            duration=durations[job.utterance_id],
-            speaker=job.voice.speaker,
-        )
+        job_utterance(job, cache_dir, durations[job.utterance_id])
         for job in jobs
         if job.utterance_id in durations
     ]

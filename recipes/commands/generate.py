@@ -536,6 +536,18 @@ def generate_corpus(
     return summary
 
 
+def job_utterance(job: UtteranceJob, out_dir: Path, duration: float) -> Utterance:
+    """The manifest entry of a synthesized job (absolute audio path under `out_dir`)."""
+    return Utterance(
+        id=job.utterance_id,
+        audio_path=str((out_dir / job.audio_path).absolute()),
+        text=job.text,
+        duration=duration,
+        offset=0.0,
+        speaker=job.voice.speaker,
+    )
+
+
 def _write_outputs(
     out_dir: Path, jobs: list[UtteranceJob], durations: dict[str, float]
 ) -> dict[str, Any]:
@@ -544,14 +556,7 @@ def _write_outputs(
     rendering_lines = []
     for split in SPLITS:
         utterances = [
-            Utterance(
-                id=job.utterance_id,
-                audio_path=str((out_dir / job.audio_path).absolute()),
-                text=job.text,
-                duration=durations[job.utterance_id],
-                offset=0.0,
-                speaker=job.voice.speaker,
-            )
+            job_utterance(job, out_dir, durations[job.utterance_id])
             for job in jobs
             if job.split == split and job.utterance_id in durations
         ]

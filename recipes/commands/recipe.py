@@ -329,7 +329,6 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
     state = None
     if done < planned and not recent_epoch_seconds(exp_dir):
         warmup_epochs = min(planned, done + 2)
-        _log.info("train: epochs %d-%d measure the speed of this machine", done + 1, warmup_epochs)
         print(f"train: epochs {done + 1}-{warmup_epochs} measure this machine's speed", flush=True)
         state = train(config.override({"train.epochs": warmup_epochs}), exp_dir)
         done = completed_epochs(exp_dir)
@@ -350,7 +349,6 @@ def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -
             f"budget: epochs {done + 1}-{target}, learning rate decaying until epoch {final} "
             f"(at most {planned})"
         )
-        _log.info(message)
         print(message, flush=True)
         if target <= done:
             break
