@@ -524,9 +524,22 @@ def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
         _log.warning("ignoring %s: not a JSON object", path)
         return {}
     tuned = {key: choice[key] for key in _TUNED_KEYS if choice.get(key) is not None}
-    if "lm_path" in tuned:  # relative to the file (an export's bundled LM)
-        tuned["lm_path"] = str(path.parent / tuned["lm_path"])
+    if "lm_path" in tuned:
+        tuned["lm_path"] = _resolve_lm_path(tuned["lm_path"], path.parent)
     return tuned
+
+
+def _resolve_lm_path(lm_path: str, folder: Path) -> str:
+    """A recorded LM path made absolute.
+
+    An export's bundled LM is relative to its decoding.json; choices written before
+    paths were stored absolute may be relative to the directory `lm tune` ran in.
+    """
+    path = Path(lm_path)
+    if path.is_absolute():
+        return str(path)
+    beside = folder / path
+    return str(beside if beside.exists() or not path.exists() else path.absolute())
 
 
 def tuned_lm_available(model_dir: str | Path) -> bool:

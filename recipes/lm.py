@@ -585,8 +585,15 @@ def experiment_log_probs(
 
 
 def write_decoding_choice(exp_dir: str | Path, choice: dict[str, Any]) -> Path:
-    """Writes the tuned decoder settings to ``<exp_dir>/decoding.json``."""
+    """Writes the tuned decoder settings to ``<exp_dir>/decoding.json``.
+
+    File paths are stored absolute, so the choice means the same from any directory.
+    """
     path = Path(exp_dir) / DECODING_FILE
+    choice = {
+        key: str(Path(value).absolute()) if key in ("lm_path", "dev_manifest") and value else value
+        for key, value in choice.items()
+    }
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
     partial.replace(path)

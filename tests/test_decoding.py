@@ -272,3 +272,25 @@ def test_tuned_defaults_fill_only_unset_lm_settings(tmp_path, caplog):
     (tmp_path / "decoding.json").write_text("{not json")
     given = {"kind": "lm", "alpha": 1.0}
     assert with_tuned_defaults(given, tmp_path) == given
+
+
+def test_recorded_lm_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    from stenograph.recipes.decoding import read_tuned_decoding
+    from stenograph.recipes.lm import write_decoding_choice
+
+    exp = tmp_path / "exp"
+    (exp / "lm").mkdir(parents=True)
+    (exp / "lm" / "lm.binary").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    # `lm tune` run with relative paths: stored absolute.
+    write_decoding_choice("exp", {"decoder": "lm", "lm_path": "exp/lm/lm.binary", "alpha": 1.0})
+    stored = json.loads((exp / "decoding.json").read_text())
+    assert stored["lm_path"] == str(exp / "lm" / "lm.binary")
+    # An export's bundled LM is relative to its decoding.json.
+    (exp / "decoding.json").write_text(json.dumps({"lm_path": "lm/lm.binary"}))
+    monkeypatch.chdir("/")
+    assert read_tuned_decoding(exp)["lm_path"] == str(exp / "lm" / "lm.binary")
+    # An older choice relative to where `lm tune` ran still works from there.
+    (exp / "decoding.json").write_text(json.dumps({"lm_path": "exp/lm/lm.binary"}))
+    monkeypatch.chdir(tmp_path)
+    assert read_tuned_decoding("exp")["lm_path"] == str(exp / "lm" / "lm.binary")
