@@ -17,8 +17,16 @@ Sections:
      `--hour-minutes` file, vs the reference script on the same file (each in a fresh
      process; peak RSS from getrusage).
 
+  4. (`--decoders`) the same batched transcription of the short files and the long
+     file with each decoder: greedy, prefix beam search and beam search fused with a
+     4-gram KenLM model at beam widths 16, 64 and 128 (the LM: `--lm`, else the one
+     `stenograph lm tune` recorded for `--model`, else a 4-gram of the demo corpus'
+     training transcripts built here).
+
 Without `--model` the model is a freshly initialised experiment of the "small" preset
-(2×BiLSTM(192), ~1.6 M parameters, the demo's size); speed does not depend on weights.
+(2×BiLSTM(192), ~1.6 M parameters, the demo's size); speed does not depend on weights,
+except a beam search's, which is slower on the flat output of an untrained model: pass
+a trained `--model` for section 4.
 """
 
 from __future__ import annotations
@@ -161,6 +169,44 @@ def child_run(script: str, arguments: list[str]) -> tuple[float, float, str]:
     return wall, int(peaks[-1]) / 1024, done.stdout
 
 
+def lm_for(args, work: Path) -> tuple[str, float, float]:
+    """(LM path, alpha, beta) for section 4: --lm, the model's tuned one, or built here."""
+    from stenograph.recipes.decoding import read_tuned_decoding
+
+    tuned = read_tuned_decoding(args.model) if args.model else {}
+    if args.lm:
+        return args.lm, tuned.get("alpha", 0.5), tuned.get("beta", 1.0)
+    if tuned.get("lm_path"):
+        return tuned["lm_path"], tuned.get("alpha", 0.5), tuned.get("beta", 1.0)
+    from stenograph.pipeline.manifest import read_manifest
+    from stenograph.recipes.lm import build_lm
+
+    train = read_manifest(DEMO_AUDIO.parent / "train.jsonl")
+    files = build_lm([u.text for u in train], work / "lm", order=4)
+    return str(files.binary), 0.5, 1.0
+
+
+def decoder_section(model, paths: list[str], args, work: Path) -> None:
+    """Section 4: batched transcription with every decoder and beam width."""
+    from stenograph.recipes.decoding import make_decoder
+
+    lm_path, alpha, beta = lm_for(args, work)
+    audio = total_seconds(paths)
+    print(f"\nLM: {lm_path} (alpha {alpha:g}, beta {beta:g})")
+    print("| decoder | beam | seconds | × real time |")
+    print("| --- | --- | --- | --- |")
+    rows = [("greedy", 0)] + [(kind, w) for kind in ("beam", "lm") for w in (16, 64, 128)]
+    for kind, width in rows:
+        options = {} if kind == "greedy" else {"beam_width": width}
+        if kind == "lm":
+            options.update(lm_path=lm_path, alpha=alpha, beta=beta)
+        decoder = make_decoder(kind, model.vocabulary, **options)
+        seconds = statistics.median(
+            ours(model, decoder, paths, args.batch_size) for _ in range(args.runs)
+        )
+        print(f"| {kind} | {width or '-'} | {seconds:.2f} | {audio / seconds:,.0f}× |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="experiment folder or SavedModel (default: fresh)")
@@ -170,6 +216,10 @@ def main() -> None:
     parser.add_argument("--hour-minutes", type=float, default=60.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--runs", type=int, default=2, help="alternated runs per section")
+    parser.add_argument(
+        "--decoders", action="store_true", help="section 4 only: every decoder and beam width"
+    )
+    parser.add_argument("--lm", help="KenLM model for section 4 (see the docstring)")
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -190,6 +240,10 @@ def main() -> None:
     long_seconds = write_long_file(long_path, args.long_minutes, files[:40])
     reference(model, decoder, files[:2])  # warm-up: trace both shapes' graphs once
     ours(model, decoder, files[:2], args.batch_size)
+    if args.decoders:
+        decoder_section(model, [*files, str(long_path)], args, work)
+        print(f"\nworking files in {work} (delete when done)")
+        return
 
     print(
         "\n| workload | audio | ours (windows, batched) "
