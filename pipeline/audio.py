@@ -21,6 +21,7 @@ without a warning.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ __all__ = [
     "iter_media_blocks",
     "load_audio",
     "media_decoder_available",
+    "media_errors",
     "resample",
     "resample_tf",
     "to_mono",
@@ -400,18 +402,29 @@ def media_decoder_available() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
+@contextlib.contextmanager
+def media_errors(prefix: str) -> Iterator[None]:
+    """Turns PyAV's (FFmpeg's) errors into `AudioDecodeError(prefix + reason)`.
+
+    Our own `AudioDecodeError`s (a ValueError too) already name the file and the
+    problem (NaN samples, an offset past the end) and pass through unchanged.
+    """
+    import av
+
+    try:
+        yield
+    except AudioDecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError) as error:
+        raise AudioDecodeError(f"{prefix}{error}") from None
+
+
 def _media_fallback(path: str, error: UnsupportedFormatError, decode):
     """`decode(path)` with PyAV; errors say what libsndfile and FFmpeg each said."""
     if not media_decoder_available():
         raise AudioDecodeError(f"{error}{_MEDIA_HINT}") from None
-    import av
-
-    try:
+    with media_errors(f"{error}; FFmpeg cannot decode it either: "):
         return decode(path)
-    except AudioDecodeError:
-        raise  # ours already names the file and the problem (e.g. NaN samples)
-    except (av.error.FFmpegError, ValueError, IndexError) as media_error:
-        raise AudioDecodeError(f"{error}; FFmpeg cannot decode it either: {media_error}") from None
 
 
 def _media_info(path: str) -> AudioInfo:
@@ -461,8 +474,8 @@ def iter_media_blocks(
 
     Raises:
         AudioDecodeError: For NaN/infinite samples or an offset past the end; PyAV's
-            own errors for undecodable data (`load_audio` and `audio_info` turn
-            those into `AudioDecodeError`).
+            own errors for undecodable data (wrap the iteration in `media_errors`
+            to turn those into `AudioDecodeError`, as `load_audio` does).
     """
     import av
 
@@ -552,8 +565,8 @@ def decode_wav_tf(wav_bytes: tf.Tensor | bytes, sample_rate: int = 16000) -> tf.
     Reads what recorders, phones and tools write: integer PCM of 8, 16, 24 or 32
     bits, IEEE float of 32 or 64 bits and 8-bit G.711 A-law / mu-law, plain or
     WAVE_FORMAT_EXTENSIBLE, any channel count and rate, with any chunks (LIST,
-    fact, ...) before the audio. A header
-    that claims more audio than the file holds is read up to the last whole frame.
+    fact, ...) before the audio. A header that claims more audio than the file
+    holds is read up to the last whole frame.
     Channels are averaged and the audio is resampled in-graph (`resample_tf`).
     (`tf.audio.decode_wav` reads 16-bit PCM only.)
 
@@ -567,7 +580,7 @@ def decode_wav_tf(wav_bytes: tf.Tensor | bytes, sample_rate: int = 16000) -> tf.
     Raises:
         tf.errors.InvalidArgumentError: At run time, naming the problem, for bytes
             that are not a RIFF/WAVE file, lack a fmt or data chunk, or hold an
-            encoding other than the above (e.g. A-law or MP3 inside WAV).
+            encoding other than the above (e.g. ADPCM or MP3 inside WAV).
     """
     import tensorflow as tf
 

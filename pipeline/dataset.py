@@ -420,11 +420,12 @@ class UtteranceLoader:
             self._check_duration(self._header_seconds(utterance))
         waveform = self._decode(utterance)
         self._check_duration(waveform.size / self.feature_config.sample_rate)
-        problem = alignment_problem(
-            labels.tolist(), waveform.size, self.feature_config, self.config.time_reduction
-        )
-        if problem and self.config.drop_unalignable:
-            raise _DroppedError("transcript_too_long", problem)
+        if self.config.drop_unalignable:
+            problem = alignment_problem(
+                labels.tolist(), waveform.size, self.feature_config, self.config.time_reduction
+            )
+            if problem:
+                raise _DroppedError("transcript_too_long", problem)
         return waveform, labels
 
     def _check_duration(self, seconds: float) -> None:

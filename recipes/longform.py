@@ -23,6 +23,7 @@ from stenograph.pipeline.audio import (
     audio_info,
     frame_range,
     iter_media_blocks,
+    media_errors,
 )
 
 from .outputs import WordTiming
@@ -188,12 +189,8 @@ def _media_blocks(
     path: str, sample_rate: int, offset: float, duration: float | None
 ) -> Iterator[np.ndarray]:
     """`iter_media_blocks` with FFmpeg's errors turned into `AudioDecodeError`."""
-    import av
-
-    try:
+    with media_errors(f"cannot decode audio file {path!r} with FFmpeg: "):
         yield from iter_media_blocks(path, sample_rate, offset, duration)
-    except (av.error.FFmpegError, ValueError) as error:
-        raise AudioDecodeError(f"cannot decode audio file {path!r} with FFmpeg: {error}") from None
 
 
 def _check_decoded_length(path: str, file_format: str, decoded: int, expected: int) -> None:
