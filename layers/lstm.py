@@ -266,6 +266,13 @@ def _fused_backward(upstream, saved, r, mask, rd_mask):
     return tf.cast(dz_all, acc), d_r, tf.cast(dh0, h0.dtype), dc0
 
 
+def _dense_upstream(grads, outputs):
+    """Upstream gradients with zeros for the outputs nobody differentiated (None)."""
+    return tuple(
+        tf.zeros_like(ref) if g is None else g for g, ref in zip(grads, outputs, strict=True)
+    )
+
+
 def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None, training=True):
     """tanh/sigmoid LSTM recurrence with a hand-written gradient.
 
@@ -293,10 +300,7 @@ def fused_recurrence(xp, r, h0, c0, mask=None, rd_mask=None, training=True):
         hs, factors, h_last, c_last = _fused_forward(xp, r, h0, c0, mask, rd_mask, training)
 
         def grad(dhs, dh_last, dc_last):
-            upstream = tuple(
-                tf.zeros_like(ref) if g is None else g
-                for g, ref in ((dhs, hs), (dh_last, h_last), (dc_last, c_last))
-            )
+            upstream = _dense_upstream((dhs, dh_last, dc_last), (hs, h_last, c_last))
             saved_factors = factors
             if not training:
                 _, saved_factors, _, _ = _fused_forward(xp, r, h0, c0, mask, rd_mask, True)
@@ -445,10 +449,7 @@ def fused_inference(x, kernel, bias, r, h0, c0, mask=None, chunk_steps=16, lanes
         hs, h_last, c_last = _chunked_forward(x, kernel, bias, r, h0, c0, mask, chunk_steps, lanes)
 
         def grad(dhs, dh_last, dc_last):
-            upstream = tuple(
-                tf.zeros_like(ref) if g is None else g
-                for g, ref in ((dhs, hs), (dh_last, h_last), (dc_last, c_last))
-            )
+            upstream = _dense_upstream((dhs, dh_last, dc_last), (hs, h_last, c_last))
             xp = tf.cast(project_inputs(x, kernel, bias), acc)  # [T, B, 4H]
             _, factors, _, _ = _fused_forward(xp, r, h0, c0, mask, None, store=True)
             d_xp, d_r, d_h0, d_c0 = _fused_backward(upstream, (hs, factors, h0), r, mask, None)

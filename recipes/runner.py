@@ -342,8 +342,9 @@ def recipe_stages(
         _log.info("vocabulary: %d tokens + blank", len(vocabulary.tokens) - 1)
 
     def config_stage() -> None:
+        # Every split's checked manifest; the training manifest is made from them.
         splits = [raw.stem for raw in sorted((paths.data_dir / "raw").glob("*.jsonl"))]
-        manifests = [paths.manifest(split) for split in splits] + [paths.train_manifest]
+        manifests = [paths.manifest(split) for split in splits]
         config = ExperimentConfig(model=model_preset(preset)).override(
             {
                 **recipe.config_overrides,

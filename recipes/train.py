@@ -308,9 +308,8 @@ def audio_roots(manifest: str | os.PathLike[str], data: DataConfig) -> list[str]
         Absolute folders; an audio path outside all of them is skipped and reported
         unless `data.allow_outside_root`.
     """
-    roots = [os.path.abspath(os.path.dirname(os.path.abspath(manifest)))]
-    roots += [os.path.abspath(root) for root in data.audio_root.split(os.pathsep) if root]
-    return roots
+    roots = [os.path.dirname(os.path.abspath(manifest))]
+    return roots + [os.path.abspath(root) for root in data.audio_root.split(os.pathsep) if root]
 
 
 def load_utterances(

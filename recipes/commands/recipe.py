@@ -241,15 +241,19 @@ def enlarge_training_data(
 # Stage 2: train within a time budget.
 
 
-def completed_epochs(exp_dir: Path) -> int:
-    """Epochs finished by the newest checkpoint of an experiment (0 if none)."""
+def _newest_checkpoint_state(exp_dir: Path) -> dict[str, Any]:
+    """The training state saved with the newest checkpoint (empty if none)."""
     from ..experiment import latest_checkpoint
 
     checkpoint = latest_checkpoint(exp_dir)
     if checkpoint is None:
-        return 0
-    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
-    return int(state.get("epoch", 0))
+        return {}
+    return json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+
+
+def completed_epochs(exp_dir: Path) -> int:
+    """Epochs finished by the newest checkpoint of an experiment (0 if none)."""
+    return int(_newest_checkpoint_state(exp_dir).get("epoch", 0))
 
 
 def recent_epoch_seconds(exp_dir: Path, last: int = 3) -> float:
@@ -300,12 +304,7 @@ def with_decay_over(
 
 def steps_per_trained_epoch(exp_dir: Path) -> int:
     """Steps per epoch of the newest checkpoint (0 if none)."""
-    from ..experiment import latest_checkpoint
-
-    checkpoint = latest_checkpoint(exp_dir)
-    if checkpoint is None:
-        return 0
-    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    state = _newest_checkpoint_state(exp_dir)
     epochs = int(state.get("epoch", 0))
     return int(state.get("step", 0)) // epochs if epochs else 0
 
