@@ -29,6 +29,7 @@ _LAZY_EXPORTS = {
     "NoiseBank": "augment",
     "SpecAugment": "augment",
     "compute_global_stats": "features",
+    "decoded_source": "dataset",
     "make_dataset": "dataset",
     "num_frames": "features",
 }

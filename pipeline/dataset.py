@@ -7,7 +7,8 @@ Stages (each element is one utterance until bucketing):
 2. decode and validate in parallel (``load_audio`` inside ``tf.numpy_function``);
    every bad utterance becomes a dropped element with a report line;
 3. optional cache of decoded audio (``"memory"`` or a file), then a bounded
-   shuffle buffer;
+   shuffle buffer; stages 1-3 (``decoded_source``) can be built once and shared
+   by every epoch's pipeline, so a cache is filled once, not once per epoch;
 4. waveform augmentation (training): speed, noise, gain, with one stateless seed
    per element;
 5. ``bucket_by_sequence_length`` on the waveform length, padded batches;
@@ -598,6 +599,57 @@ def _element_seeds(seed: int) -> tf.data.Dataset:
 # ---------------------------------------------------------------------------
 
 
+def decoded_source(
+    utterances: Sequence[Utterance],
+    vocabulary: Vocabulary,
+    feature_config: FeatureConfig,
+    config: DatasetConfig | None = None,
+    *,
+    input_context: tf.distribute.InputContext | None = None,
+    report: DropReport | None = None,
+) -> tf.data.Dataset:
+    """Stages 1-3: decoded, validated utterances (``Example``), cached per ``config.cache``.
+
+    With a cache, pass the result to several ``make_dataset(..., source=...)`` calls
+    (one per epoch, each with its own seed): the audio is decoded and checked in the
+    first epoch only, and later epochs read it from the cache. An epoch that stops
+    early (a step limit) before the cache is complete leaves it to the next one.
+
+    Args:
+        utterances: The corpus.
+        vocabulary: Encodes transcripts to labels.
+        feature_config: Feature settings (the expected sample rate, frame counts).
+        config: Validation and caching settings; defaults if ``None``.
+        input_context: From ``tf.distribute``; the source reads this pipeline's shard.
+        report: Receives dropped utterances (a new ``DropReport(config.report_path)``
+            when ``None``).
+
+    Returns:
+        A dataset of ``Example`` (seeds not yet attached).
+    """
+    config = config or DatasetConfig()
+    if not utterances:
+        raise ValueError("make_dataset needs at least one utterance. Received: utterances=[]")
+    report = DropReport(config.report_path) if report is None else report
+    loader = UtteranceLoader(list(utterances), vocabulary, feature_config, config, report)
+    dataset = tf.data.Dataset.range(len(utterances))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if config.shuffle and config.cache is None:
+        # Indices only: a full shuffle costs 8 bytes per utterance, not audio. Only
+        # training pipelines use a source that shuffles (see make_dataset).
+        dataset = dataset.shuffle(len(utterances), seed=config.seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(_decode_stage(loader), num_parallel_calls=_parallelism(config))
+    dataset = dataset.filter(_is_kept).map(_drop_flag)
+    if config.cache is not None:
+        dataset = dataset.cache("" if config.cache == "memory" else config.cache)
+    return dataset
+
+
+def _parallelism(config: DatasetConfig) -> int:
+    return tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
+
+
 def make_dataset(
     utterances: Sequence[Utterance],
     vocabulary: Vocabulary,
@@ -608,6 +660,7 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     noise_bank: NoiseBank | None = None,
     report: DropReport | None = None,
+    source: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline: utterances → ``Batch`` of raw features with lengths.
 
@@ -625,33 +678,41 @@ def make_dataset(
             ``config.augment.noise_kinds``, one minute each, built once per process).
         report: Receives dropped utterances; a new ``DropReport(config.report_path)``
             when ``None``.
+        source: A cached ``decoded_source`` of the same utterances and settings,
+            shared by several epochs' pipelines (``config.cache`` must be set).
 
     Returns:
         A ``tf.data.Dataset`` of :class:`Batch`. Iterating it re-reads the audio; wrap
         it in ``.repeat()`` for several epochs (each epoch reshuffles and draws new
         augmentations, reproducibly from ``config.seed``).
+
+    Raises:
+        ValueError: If there are no utterances, or a ``source`` is given without a
+            cache (an uncached source would decode everything again anyway, in the
+            order of the seed it was built with).
     """
     config = config or DatasetConfig()
-    if not utterances:
-        raise ValueError("make_dataset needs at least one utterance. Received: utterances=[]")
-    report = DropReport(config.report_path) if report is None else report
-    loader = UtteranceLoader(list(utterances), vocabulary, feature_config, config, report)
-    parallel = tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
     shuffle = training and config.shuffle
-
-    dataset = tf.data.Dataset.range(len(utterances))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle and config.cache is None:
-        dataset = dataset.shuffle(len(utterances), seed=config.seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(_decode_stage(loader), num_parallel_calls=parallel)
-    dataset = dataset.filter(_is_kept).map(_drop_flag)
-    if config.cache is not None:
-        dataset = dataset.cache("" if config.cache == "memory" else config.cache)
-        if shuffle:
-            dataset = dataset.shuffle(
-                config.shuffle_buffer_size, seed=config.seed, reshuffle_each_iteration=True
-            )
+    if source is None:
+        source = decoded_source(
+            utterances,
+            vocabulary,
+            feature_config,
+            dataclasses.replace(config, shuffle=shuffle),
+            input_context=input_context,
+            report=report,
+        )
+    elif config.cache is None:
+        raise ValueError(
+            "make_dataset(source=...) shares a cached decoded_source between epochs; "
+            "set DatasetConfig.cache ('memory' or a file prefix). Received: cache=None"
+        )
+    dataset = source
+    if shuffle and config.cache is not None:
+        # The cache fixes the decode order, so shuffling happens after it.
+        dataset = dataset.shuffle(
+            config.shuffle_buffer_size, seed=config.seed, reshuffle_each_iteration=True
+        )
     if training:
         dataset = tf.data.Dataset.zip((dataset, _element_seeds(config.seed))).map(_attach_seed)
     if training and config.augment is not None:
@@ -659,10 +720,11 @@ def make_dataset(
             kinds = tuple(config.augment.noise_kinds)
             noise_bank = default_noise_bank(kinds, feature_config.sample_rate)
         stage = _augment_stage(config.augment, feature_config, config.time_reduction, noise_bank)
-        dataset = dataset.map(stage, num_parallel_calls=parallel)
+        dataset = dataset.map(stage, num_parallel_calls=_parallelism(config))
     dataset = _bucket_or_batch(dataset, config, feature_config.sample_rate)
     dataset = dataset.map(
-        _feature_stage(feature_config, config.augment, training), num_parallel_calls=parallel
+        _feature_stage(feature_config, config.augment, training),
+        num_parallel_calls=_parallelism(config),
     )
     return dataset.prefetch(tf.data.AUTOTUNE if config.prefetch is None else config.prefetch)
 
@@ -681,6 +743,7 @@ __all__ = [
     "UtteranceLoader",
     "alignment_problem",
     "ctc_min_frames",
+    "decoded_source",
     "duration_problem",
     "default_noise_bank",
     "make_dataset",

@@ -422,10 +422,12 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     report: data_lib.DropReport | None = None,
+    source: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """A dataset of `Batch`es; in training its first pass has a fixed order per seed.
 
-    Dropped utterances go to `report` (one is made per dataset when None).
+    Dropped utterances go to `report` (one is made per dataset when None). `source`
+    is a cached `decoded_source(...)` shared by every epoch (see `decoded_source`).
     """
     return data_lib.make_dataset(
         utterances,
@@ -434,7 +436,24 @@ def make_dataset(
         dataset_config(config, training, seed),
         training=training,
         report=report,
+        source=source,
     )
+
+
+def decoded_source(
+    utterances: list[Utterance],
+    vocabulary: Vocabulary,
+    config: ExperimentConfig,
+    report: data_lib.DropReport | None = None,
+) -> tf.data.Dataset | None:
+    """The decoded training audio that every epoch shares, when `data.dataset` caches it.
+
+    Returns None without a cache: each epoch then decodes (and fully shuffles) anew.
+    """
+    dataset = dataset_config(config, training=True)
+    if dataset.cache is None:
+        return None
+    return data_lib.decoded_source(utterances, vocabulary, config.features, dataset, report=report)
 
 
 # ---------------------------------------------------------------------------
@@ -548,6 +567,39 @@ class StepCallback(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
+class EpochProgressBar(keras.callbacks.Callback):
+    """Keras' progress bar for one epoch, with a total (an upper bound) and the loss.
+
+    Args:
+        total: At most how many batches the epoch has (`epoch_batches_bound`).
+        done: Batches of this epoch already trained (a resumed epoch).
+        epochs: Planned epochs, for the "Epoch 3/20" line.
+    """
+
+    def __init__(self, total: int, done: int, epochs: int) -> None:
+        super().__init__()
+        self.total, self.done, self.epochs = total, done, epochs
+        self.seen = done
+        self.bar: keras.utils.Progbar | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Prints the epoch line and starts the bar."""
+        print(f"Epoch {epoch + 1}/{max(self.epochs, epoch + 1)}", flush=True)
+        self.bar = keras.utils.Progbar(self.total, stateful_metrics=["loss", "nonfinite"])
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Advances the bar with the epoch's running loss."""
+        values = [(key, float(np.mean(value))) for key, value in (logs or {}).items()]
+        self.seen = self.done + batch + 1
+        self.bar.update(self.seen, values=values)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Ends the bar at the batches the epoch really had."""
+        if self.bar is not None and self.seen > self.done:
+            self.bar.target = self.seen
+            self.bar.update(self.seen, finalize=True)
+
+
 # ---------------------------------------------------------------------------
 # The run.
 
@@ -558,6 +610,8 @@ class TrainingRun:
     def __init__(self, config: ExperimentConfig, exp_dir: str | os.PathLike[str]) -> None:
         self.config = config
         self.exp_dir = Path(exp_dir)
+        # Decoded training audio shared by every epoch when the config caches it.
+        self._train_source: tf.data.Dataset | None = None
         self.stop_reason = ""
         self.state = exp_lib.TrainingState()
         self._writers: dict[str, Any] = {}
@@ -658,8 +712,18 @@ class TrainingRun:
         """This worker's batches for `epoch`, after skipping the `skip` already trained."""
         seed = self.config.train.seed + epoch
         if self.num_workers == 1 and self.strategy.num_replicas_in_sync == 1:
+            if self._train_source is None:
+                self._train_source = decoded_source(
+                    self.train_utterances, self.vocabulary, self.config, self.data_report
+                )
             dataset = make_dataset(
-                self.train_utterances, self.vocabulary, self.config, True, seed, self.data_report
+                self.train_utterances,
+                self.vocabulary,
+                self.config,
+                True,
+                seed,
+                self.data_report,
+                source=self._train_source,
             )
             return dataset.skip(skip)
 
@@ -748,15 +812,19 @@ class TrainingRun:
         return self.state
 
     def _fit_epoch(self, dataset: Any, callback: StepCallback) -> None:
-        steps = None
-        if self.num_workers == 1 and self.strategy.num_replicas_in_sync == 1:
-            # A total for the progress bar (else "1/Unknown"). It is an upper bound:
-            # the data still ends the epoch, at most a few batches before it.
+        verbose = self.config.train.verbose if self.is_chief else 0
+        callbacks: list[keras.callbacks.Callback] = [callback]
+        if verbose == 1:
+            # Our own bar, so that it has a total without passing `steps_per_epoch`
+            # (a bound, not the exact count): with it, Keras stalled ~17 s after
+            # most epochs that ended before the bound (the data "ran out").
             bound = epoch_batches_bound(
                 [u.duration for u in self.train_utterances],
                 dataset_config(self.config, training=True),
             )
-            steps = max(1, bound - self.state.batch_in_epoch)
+            done = self.state.batch_in_epoch
+            callbacks.append(EpochProgressBar(max(done + 1, bound), done, self.config.train.epochs))
+            verbose = 0
         with warnings.catch_warnings():
             # Epoch datasets end when their data does; Keras' "ran out of data"
             # warning is expected here.
@@ -767,10 +835,9 @@ class TrainingRun:
                 # the total so the progress bar reads "Epoch 3/20".
                 epochs=max(self.config.train.epochs, self.state.epoch + 1),
                 initial_epoch=self.state.epoch,
-                callbacks=[callback],
-                verbose=self.config.train.verbose if self.is_chief else 0,
+                callbacks=callbacks,
+                verbose=verbose,
                 shuffle=False,
-                steps_per_epoch=steps,
             )
 
     def _end_epoch(self, started: float, complete: bool) -> None:

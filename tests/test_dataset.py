@@ -12,8 +12,10 @@ from stenograph.pipeline.dataset import (
     Batch,
     DatasetConfig,
     DropReport,
+    UtteranceLoader,
     alignment_problem,
     ctc_min_frames,
+    decoded_source,
     make_dataset,
     min_samples_for_frames,
 )
@@ -217,6 +219,42 @@ def test_memory_cache_repeats_the_same_utterances(corpus, vocabulary):
     ids = [i.decode() for b in collect(dataset) for i in b.utterance_ids]
     good = [u.id for u in corpus["all"][:8] if u.id.startswith("good")]
     assert sorted(ids) == sorted(good * 2)
+
+
+def test_a_shared_cached_source_decodes_each_file_once_across_epochs(
+    corpus, vocabulary, monkeypatch
+):
+    decoded = []
+    original = UtteranceLoader._decode
+
+    def counting(self, utterance):
+        decoded.append(utterance.id)
+        return original(self, utterance)
+
+    monkeypatch.setattr(UtteranceLoader, "_decode", counting)
+    utterances = corpus["all"][:8]
+    good = sorted(u.id for u in utterances if u.id.startswith("good"))
+    config = eval_config(cache="memory", shuffle_buffer_size=64)
+    report = DropReport()
+    source = decoded_source(utterances, vocabulary, FEATURES, config, report=report)
+    orders = []
+    for epoch in range(3):
+        epoch_config = eval_config(cache="memory", shuffle_buffer_size=64, seed=epoch)
+        dataset = make_dataset(
+            utterances, vocabulary, FEATURES, epoch_config, training=True, source=source
+        )
+        ids = [i.decode() for b in collect(dataset) for i in b.utterance_ids]
+        assert sorted(ids) == good
+        orders.append(ids)
+    assert sorted(d for d in decoded if d.startswith("good")) == good  # once, not per epoch
+    assert len(report) == len(utterances) - len(good)  # each bad one reported once
+    assert len({tuple(order) for order in orders}) > 1  # each epoch reshuffles
+
+
+def test_a_shared_source_needs_a_cache(corpus, vocabulary):
+    source = decoded_source(corpus["good"][:2], vocabulary, FEATURES, eval_config(cache="memory"))
+    with pytest.raises(ValueError, match="cache"):
+        make_dataset(corpus["good"][:2], vocabulary, FEATURES, eval_config(), source=source)
 
 
 def test_validation_decisions():

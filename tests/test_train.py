@@ -256,3 +256,30 @@ def test_train_cli_confines_manifests_and_records_the_refusals(tmp_path, caplog)
     assert main([*base, "--exp-dir", str(tmp_path / "allowed"), "--allow-outside-root"]) == 0
     saved = ExperimentConfig.load(tmp_path / "allowed" / exp_lib.CONFIG_FILE)
     assert saved.data.allow_outside_root is True
+
+
+def test_epoch_progress_bar_has_a_total_and_ends_at_the_real_count(capsys):
+    from stenograph.recipes.train import EpochProgressBar
+
+    bar = EpochProgressBar(total=243, done=0, epochs=20)
+    bar.on_epoch_begin(2)
+    for batch in range(241):
+        bar.on_train_batch_end(batch, {"loss": np.float32(12.5), "nonfinite": 0.0})
+    bar.on_epoch_end(2)
+    printed = capsys.readouterr().out
+    assert "Epoch 3/20" in printed
+    assert "/243" in printed  # the bound while the epoch runs, not "Unknown"
+    assert "241/241" in printed and "loss: 12.5" in printed  # the last line: the real count
+    assert "Unknown" not in printed
+
+
+def test_a_resumed_epoch_bar_starts_where_the_epoch_stopped(capsys):
+    from stenograph.recipes.train import EpochProgressBar
+
+    bar = EpochProgressBar(total=100, done=60, epochs=5)
+    bar.on_epoch_begin(1)
+    bar.on_train_batch_end(0, {"loss": 3.0})
+    bar.on_epoch_end(1)
+    printed = capsys.readouterr().out
+    assert "61/61" in printed or "61/100" in printed
+    assert " 1/100" not in printed
