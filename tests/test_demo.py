@@ -15,28 +15,42 @@ from stenograph.recipes.config import ExperimentConfig, model_preset
 
 
 @pytest.mark.parametrize(
-    ("done", "planned", "seconds_left", "per_epoch", "expected"),
+    ("done", "limit", "seconds_left", "per_step", "expected"),
     [
-        (2, 40, 600.0, 20.0, 32),  # 30 more epochs fit
-        (2, 10, 600.0, 20.0, 10),  # never beyond the plan
-        (5, 40, 10.0, 20.0, 5),  # not even one more
-        (5, 40, -30.0, 20.0, 5),  # over budget already
-        (0, 40, 100.0, 0.0, 40),  # no measurement: the plan
-        (40, 40, 600.0, 20.0, 40),
+        (480, 7200, 600.0, 0.1, 6480),  # 6,000 more steps fit
+        (480, 2400, 600.0, 0.1, 2400),  # never beyond the limit
+        (480, 7200, 0.05, 0.1, 480),  # not even one more
+        (480, 7200, -30.0, 0.1, 480),  # over budget already
+        (0, 7200, 100.0, 0.0, 7200),  # no measurement: the limit
+        (7200, 7200, 600.0, 0.1, 7200),
     ],
 )
-def test_epochs_within_budget(done, planned, seconds_left, per_epoch, expected):
-    assert recipe.epochs_within_budget(done, planned, seconds_left, per_epoch) == expected
+def test_steps_within_budget(done, limit, seconds_left, per_step, expected):
+    assert recipe.steps_within_budget(done, limit, seconds_left, per_step) == expected
 
 
-def test_recent_epoch_seconds_takes_the_median_of_the_last_epochs(tmp_path):
-    assert recipe.recent_epoch_seconds(tmp_path) == 0.0
-    seconds = [60.0, 20.0, 22.0, 21.0, 90.0]
-    lines = [json.dumps({"epoch": i + 1, "seconds": s}) for i, s in enumerate(seconds)]
-    (tmp_path / "history.jsonl").write_text("\n".join(lines) + "\n")
-    assert recipe.recent_epoch_seconds(tmp_path) == 22.0  # of 22, 21, 90
-    (tmp_path / "history.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    assert recipe.recent_epoch_seconds(tmp_path) == 20.0  # not the traced first epoch
+def _write_history(exp_dir, records):
+    lines = [json.dumps({"epoch": e, "step": step, "seconds": s}) for e, step, s in records]
+    (exp_dir / "history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_recent_step_seconds_takes_the_median_of_the_last_records(tmp_path):
+    assert recipe.recent_step_seconds(tmp_path) == 0.0
+    assert recipe.steps_per_epoch(tmp_path, num_train=3190, batch_size=16) == 200  # ceil
+    # Epoch 1 traces the step (slow); epoch 4 was stopped after 100 of its 200 steps.
+    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0), (3, 600, 22.0), (4, 700, 30.0)])
+    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.11)  # of 0.1, 0.11, 0.3
+    # A whole epoch can hold a few more batches than ceil(N / B) (one partial batch
+    # per length bucket); the partial record is not an epoch.
+    assert recipe.steps_per_epoch(tmp_path, num_train=3100, batch_size=16) == 200
+    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0)])
+    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.1)  # not the traced epoch
+
+
+def test_with_decay_until_ends_the_cosine_at_the_final_step():
+    base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
+    config = recipe.with_decay_until(base, 2000)
+    assert config.train.decay_steps == 2000 - base.train.warmup_steps
 
 
 def test_commands_config_decays_over_the_planned_epochs():

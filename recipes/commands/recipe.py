@@ -3,7 +3,7 @@
 Usage (exact commands; timings and WER in RESULTS.md):
 
     stenograph demo                                 # everything below, into ./exp/demo
-    stenograph demo --out exp/demo --minutes 8.5 --epochs 30 --extra 3000 \
+    stenograph demo --out exp/demo --minutes 9.5 --epochs 30 --extra 3000 \
         --precision mixed_bfloat16                  # = the defaults
     stenograph demo --extra 0                       # the shipped corpus alone
     stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
@@ -18,9 +18,10 @@ after it run again):
                    split of the corpus has; cached in <out>/generated; skipped with a
                    one-line message when no engine is installed)
                    -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
-    2. train       2xBiLSTM-CTC on log-mels with speed/noise/gain/SpecAugment; making
-                   the extra data and training share the `--minutes` budget, and the
-                   learning rate's decay ends with the last epoch that fits
+    2. train       2 strided convolutions + 2xBiLSTM-CTC on log-mels with
+                   speed/noise/gain/SpecAugment; making the extra data and training
+                   share the `--minutes` budget: training stops at the last step that
+                   fits (inside an epoch if need be), where the learning rate's decay ends
                    -> <out>/model (checkpoints, best weights)
     3. lm          a KenLM 4-gram of the training transcripts, its weights tuned on dev
                    -> <out>/model/lm/, <out>/model/decoding.json
@@ -57,7 +58,7 @@ _log = logging.getLogger("stenograph.demo")
 
 DEFAULT_OUT = Path("exp/demo")
 DEFAULT_EPOCHS = 30
-DEFAULT_MINUTES = 8.5
+DEFAULT_MINUTES = 9.5
 DEFAULT_EXTRA_UTTERANCES = 3000
 DEFAULT_PRECISION = "mixed_bfloat16"  # ~4x faster matmuls on CPUs with AMX (DESIGN.md)
 # The BiLSTM's step is bound by its recurrence, not the batch: 16 utterances per
@@ -94,8 +95,22 @@ AUGMENTATION: dict[str, Any] = {
 CONFIG_OVERRIDES: dict[str, Any] = {
     "data.batch_size": BATCH_SIZE,
     # The corpus is 30 minutes: keep decoded audio in memory, augment after the cache.
-    "data.dataset": {"augment": AUGMENTATION, "cache": "memory", "shuffle_buffer_size": 1024},
+    "data.dataset": {
+        "augment": AUGMENTATION,
+        "cache": "memory",
+        # Holds the whole corpus, so every batch is drawn from all of it (the extra
+        # utterances follow the shipped ones in the manifest); it holds references
+        # to the cached audio, not copies.
+        "shuffle_buffer_size": 16384,
+    },
     "features.dither": 1e-4,
+    # Two strided 3x3 convolutions over time and frequency instead of stacking 3
+    # frames: a 4x shorter sequence for the LSTMs at the same step cost, and
+    # filters that slide along frequency, so voices whose formants sit higher or
+    # lower share features (RESULTS.md: 24 epochs reach 4.7% test WER with the LM).
+    "model.reduction": "conv",
+    "model.reduction_factor": 4,
+    "model.conv_channels": 32,
     "model.dropout": 0.15,
     "train.learning_rate": 3e-3,
     "train.warmup_steps": 100,
@@ -251,123 +266,163 @@ def _newest_checkpoint_state(exp_dir: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
 
 
-def completed_epochs(exp_dir: Path) -> int:
-    """Epochs finished by the newest checkpoint of an experiment (0 if none)."""
-    return int(_newest_checkpoint_state(exp_dir).get("epoch", 0))
+def trained_steps(exp_dir: Path) -> int:
+    """Optimizer steps taken by the newest checkpoint of an experiment (0 if none)."""
+    return int(_newest_checkpoint_state(exp_dir).get("step", 0))
 
 
-def recent_epoch_seconds(exp_dir: Path, last: int = 3) -> float:
-    """Median wall-clock seconds of the last few epochs in `history.jsonl` (0 if none).
-
-    The median skips the first epoch of a run, which also traces the train step.
-    """
+def _history(exp_dir: Path) -> list[dict[str, Any]]:
     history = exp_dir / "history.jsonl"
     if not history.is_file():
-        return 0.0
-    records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-    seconds = sorted(float(r["seconds"]) for r in records[-last:] if r.get("seconds"))
-    return seconds[(len(seconds) - 1) // 2] if seconds else 0.0
+        return []
+    return [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
 
 
-def epochs_within_budget(
-    done: int, planned: int, seconds_left: float, seconds_per_epoch: float
-) -> int:
-    """How many epochs in total to have trained, given the time left.
+def _steps_and_seconds(exp_dir: Path) -> list[tuple[int, float]]:
+    """(steps, wall seconds) of each `history.jsonl` record, in order.
+
+    A record covers an epoch, or the part of one a step limit ended; its seconds
+    include that record's validation and checkpoint.
+    """
+    rows, previous = [], 0
+    for record in _history(exp_dir):
+        step = int(record.get("step", 0))
+        rows.append((step - previous, float(record.get("seconds") or 0.0)))
+        previous = step
+    return rows
+
+
+def steps_per_epoch(exp_dir: Path, num_train: int, batch_size: int) -> int:
+    """Steps in one epoch: the most any history record took, or ceil(N / batch).
+
+    Length bucketing leaves a partial batch per bucket, so a whole epoch in the
+    history can hold a few more steps than ceil(N / batch); a record that a step
+    limit ended holds fewer.
+    """
+    recorded = max((steps for steps, _ in _steps_and_seconds(exp_dir)), default=0)
+    return max(recorded, math.ceil(num_train / batch_size), 1)
+
+
+def recent_step_seconds(exp_dir: Path, last: int = 3) -> float:
+    """Median wall-clock seconds per step of the last few history records (0 if none).
+
+    The median skips the first record of a run, which also traces the train step;
+    validation and checkpoints are part of the cost.
+    """
+    rates = sorted(
+        seconds / steps for steps, seconds in _steps_and_seconds(exp_dir)[-last:] if steps > 0
+    )
+    return rates[(len(rates) - 1) // 2] if rates else 0.0
+
+
+def steps_within_budget(done: int, limit: int, seconds_left: float, seconds_per_step: float) -> int:
+    """How many steps in total to have trained, given the time left.
 
     Args:
-        done: Epochs already trained.
-        planned: The recipe's planned epochs.
+        done: Steps already trained.
+        limit: The most steps to train (the planned epochs, or a step limit).
         seconds_left: Training time left in the budget.
-        seconds_per_epoch: Measured cost of one epoch (training and validation).
+        seconds_per_step: Measured cost of one step (validation included).
 
     Returns:
-        A total between `done` and `planned`.
+        A total between `done` and `limit`.
     """
-    if seconds_per_epoch <= 0:
-        return planned
-    affordable = int(max(0.0, seconds_left) // seconds_per_epoch)
-    return max(done, min(planned, done + affordable))
+    if seconds_per_step <= 0:
+        return limit
+    affordable = int(max(0.0, seconds_left) / seconds_per_step)
+    return max(done, min(limit, done + affordable))
 
 
-def with_decay_over(
-    config: ExperimentConfig, epochs: int, steps_per_epoch: int
-) -> ExperimentConfig:
-    """The config with its cosine decay ending after `epochs` epochs.
+def with_decay_until(config: ExperimentConfig, final_step: int) -> ExperimentConfig:
+    """The config with its cosine decay ending at step `final_step`.
 
-    The budget decides how many epochs a machine can train; a schedule that
-    decays over more epochs than that would stop while the learning rate is
+    The budget decides how many steps a machine can train; a schedule that
+    decays over more steps than that would stop while the learning rate is
     still high.
     """
     warmup = config.train.warmup_steps
-    return config.override({"train.decay_steps": max(1, epochs * steps_per_epoch - warmup)})
+    return config.override({"train.decay_steps": max(1, final_step - warmup)})
 
 
-def steps_per_trained_epoch(exp_dir: Path) -> int:
-    """Steps per epoch of the newest checkpoint (0 if none)."""
-    state = _newest_checkpoint_state(exp_dir)
-    epochs = int(state.get("epoch", 0))
-    return int(state.get("step", 0)) // epochs if epochs else 0
+# Each call of train() builds the model, restores the checkpoint and traces the step
+# again (a few seconds), and the last one validates: kept out of the steps' time.
+RESTART_SECONDS = 15.0
+MEASURED_EPOCHS = 2
 
 
-def train_with_budget(config: ExperimentConfig, exp_dir: Path, minutes: float) -> dict[str, Any]:
+def train_with_budget(
+    config: ExperimentConfig, exp_dir: Path, minutes: float, num_train: int
+) -> dict[str, Any]:
     """Stage 2: trains (or resumes) for at most `config.train.epochs` within `minutes`.
 
-    Two epochs are trained first to measure the cost of one on this machine; the
-    run then continues for as many epochs as fit in the rest of the budget, with
-    the learning rate's cosine decay ending at the last of them. A run cut short
-    by the budget continues where it stopped on the next call.
+    Two epochs are trained first to measure the cost of a step on this machine;
+    the run then continues for as many steps as fit in the rest of the budget
+    (stopping inside an epoch if need be), with the learning rate's cosine decay
+    ending at the last of them. The speed is measured again halfway, since the
+    machine's load changes. A run cut short by the budget continues where it
+    stopped on the next call.
+
+    Args:
+        config: The training config (`train.epochs` is the most to train, and a
+            nonzero `train.max_steps` the most steps).
+        exp_dir: The experiment folder (resumed if it holds a checkpoint).
+        minutes: The time budget.
+        num_train: Training utterances (an epoch's length before one is measured).
 
     Returns:
-        What happened: epochs trained, planned, seconds, and whether the budget cut it.
+        What happened: steps and epochs trained, planned epochs, seconds, and
+        whether the budget cut it.
     """
     from ..train import train
 
     started = time.monotonic()
     planned = config.train.epochs
-    done = completed_epochs(exp_dir)
+    step_limit = config.train.max_steps
     state = None
-    if done < planned and not recent_epoch_seconds(exp_dir):
-        warmup_epochs = min(planned, done + 2)
-        print(f"train: epochs {done + 1}-{warmup_epochs} measure this machine's speed", flush=True)
-        state = train(config.override({"train.epochs": warmup_epochs}), exp_dir)
-        done = completed_epochs(exp_dir)
+    if not _history(exp_dir):
+        measured = min(planned, MEASURED_EPOCHS)
+        print(f"train: epochs 1-{measured} measure this machine's speed", flush=True)
+        state = train(config.override({"train.epochs": measured}), exp_dir)
     hit_step_limit = state is not None and state.stop_reason == "reached train.max_steps"
-    # Two chunks: the machine's load changes, so the speed is measured again halfway.
-    # Each call of train() traces its step again, which costs about one epoch.
+    per_epoch = steps_per_epoch(exp_dir, num_train, config.data.batch_size)
+    limit = planned * per_epoch
+    if step_limit:
+        limit = min(limit, step_limit)
     for chunk in range(2):
-        if done >= planned or hit_step_limit:
+        done = trained_steps(exp_dir)
+        if done >= limit or hit_step_limit:
             break
-        seconds_left = minutes * 60 - (time.monotonic() - started)
-        per_epoch = recent_epoch_seconds(exp_dir)
-        final = epochs_within_budget(done, planned, seconds_left - per_epoch, per_epoch)
+        seconds_left = minutes * 60 - (time.monotonic() - started) - RESTART_SECONDS
+        per_step = recent_step_seconds(exp_dir)
+        final = steps_within_budget(done, limit, seconds_left, per_step)
         target = final
-        if chunk == 0 and final - done >= 6:
-            target = done + (final - done + 1) // 2
-        message = (
-            f"train: {per_epoch:.1f} s per epoch, {seconds_left / 60:.1f} min left in the "
-            f"budget: epochs {done + 1}-{target}, learning rate decaying until epoch {final} "
-            f"(at most {planned})"
+        if chunk == 0 and final - done >= 2 * per_epoch:
+            target = done + (final - done) // 2
+        print(
+            f"train: {per_step * 1000:.0f} ms per step, {seconds_left / 60:.1f} min left in "
+            f"the budget: steps {done + 1}-{target}, learning rate decaying until step {final} "
+            f"(epoch {final / per_epoch:.1f} of at most {planned})",
+            flush=True,
         )
-        print(message, flush=True)
         if target <= done:
             break
-        steps_per_epoch = steps_per_trained_epoch(exp_dir)
-        if steps_per_epoch:
-            config = with_decay_over(config, final, steps_per_epoch)
-        train(config.override({"train.epochs": target}), exp_dir)
-        done = completed_epochs(exp_dir)
-    trained = completed_epochs(exp_dir)
-    if trained < planned:
+        config = with_decay_until(config, final)
+        train(config.override({"train.epochs": planned, "train.max_steps": target}), exp_dir)
+    trained = trained_steps(exp_dir)
+    epochs = trained / per_epoch
+    if trained < limit:
         print(
-            f"train: {trained} epochs fit the {minutes:.1f}-minute budget (at most {planned}); "
-            "rerun the same command to train further, or raise --minutes",
+            f"train: {trained} steps ({epochs:.1f} epochs) fit the {minutes:.1f}-minute budget "
+            f"(at most {planned} epochs); rerun the same command to train further, or raise "
+            "--minutes",
             flush=True,
         )
     return {
-        "epochs": trained,
+        "steps": trained,
+        "epochs": round(epochs, 2),
         "planned_epochs": planned,
         "seconds": round(time.monotonic() - started, 1),
-        "cut_by_budget": trained < planned,
+        "cut_by_budget": trained < limit,
     }
 
 
@@ -716,7 +771,7 @@ def run_demo(
     # The budget covers making the extra data too, so a slow machine trains less
     # rather than running long (but never less than half the budget).
     train_minutes = max(minutes / 2, minutes - timings["prepare"] / 60)
-    summary["train"] = train_with_budget(config, exp_dir, train_minutes)
+    summary["train"] = train_with_budget(config, exp_dir, train_minutes, len(train_utterances))
     timings["train"] = time.monotonic() - mark
 
     stage("language model", 3)
