@@ -117,6 +117,24 @@ def _import_command(name: str):  # noqa: ANN202 (a module or None)
     return module if hasattr(module, "register") else None
 
 
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """`parser.parse_args`, except that file arguments may also follow options.
+
+    argparse fills a command's trailing list of files (`transcribe MODEL [FILES ...]`)
+    before it reads the options, so `transcribe exp --decoder greedy a.wav b.wav`
+    would refuse `a.wav b.wav`; they are appended to that list instead.
+    """
+    args, unknown = parser.parse_known_args(argv)
+    files = getattr(args, "inputs", None)
+    if unknown and isinstance(files, list) and not any(a.startswith("-") for a in unknown):
+        files.extend(unknown)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `stenograph` command line.
 
@@ -130,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _load_tensorflow_quietly()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="stenograph: %(message)s", stream=sys.stderr
     )

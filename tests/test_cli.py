@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from stenograph.recipes.cli import _is_startup_noise
 
 
@@ -55,3 +57,18 @@ def test_running_the_lstm_on_padded_batches_prints_no_native_notice():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "oneDNN supports" not in result.stderr, result.stderr[-2000:]
+
+
+def test_files_may_follow_options_on_the_command_line():
+    from stenograph.recipes.cli import build_parser, parse_arguments
+
+    parser = build_parser()
+    args = parse_arguments(parser, ["transcribe", "exp", "a.wav", "--decoder", "greedy", "b.wav"])
+    assert args.model == "exp" and args.decoder == "greedy"
+    assert args.inputs == ["a.wav", "b.wav"]
+    args = parse_arguments(parser, ["transcribe", "exp", "--decoder", "greedy", "a.wav"])
+    assert args.inputs == ["a.wav"]
+    with pytest.raises(SystemExit):  # an unknown option is still a usage error
+        parse_arguments(parser, ["transcribe", "exp", "a.wav", "--no-such-option"])
+    with pytest.raises(SystemExit):  # and so is a stray word where no files are taken
+        parse_arguments(parser, ["evaluate", "--exp-dir", "exp", "--manifest", "m", "extra"])
