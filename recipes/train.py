@@ -826,8 +826,8 @@ class TrainingRun:
             callbacks.append(EpochProgressBar(max(done + 1, bound), done, self.config.train.epochs))
             verbose = 0
         with warnings.catch_warnings():
-            # Epoch datasets end when their data does; Keras' "ran out of data"
-            # warning is expected here.
+            # Each fit() call trains one epoch of a dataset that ends with its data;
+            # Keras' "ran out of data" warning is expected here.
             warnings.filterwarnings("ignore", message=".*ran out of data.*")
             self.trainer.fit(
                 dataset,
