@@ -229,7 +229,12 @@ def restore_checkpoint(
                 f"{tuple(variable.shape)} but the checkpoint holds {value.shape}."
             )
         variable.assign(value)
-    state = json.loads((path / _TRAINING_STATE).read_text(encoding="utf-8"))
+    return read_training_state(path)
+
+
+def read_training_state(checkpoint: str | os.PathLike[str]) -> TrainingState:
+    """The `TrainingState` saved with a checkpoint (its step, epoch and position)."""
+    state = json.loads((Path(checkpoint) / _TRAINING_STATE).read_text(encoding="utf-8"))
     return TrainingState.from_dict(state)
 
 
@@ -325,3 +330,23 @@ def append_history(exp_dir: str | os.PathLike[str], record: dict[str, Any]) -> N
     """Appends one epoch's metrics to history.jsonl."""
     with open(Path(exp_dir) / HISTORY_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+def read_history(exp_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of history.jsonl in the order written (empty if there is none).
+
+    An epoch a step limit ended early has a record, and the epoch's end another.
+    A line torn by a kill is skipped, so a killed run's history still reads.
+    """
+    path = Path(exp_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -17,7 +17,6 @@ backend switch in the caller's process.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -41,16 +40,11 @@ def read_history(exp_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Returns:
         Records ordered by epoch; empty if there is no history yet.
     """
-    path = Path(exp_dir) / "history.jsonl"
-    if not path.is_file():
-        return []
+    from .experiment import read_history as read_records
+
     by_epoch: dict[int, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a kill; the rest still plots
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+    for record in read_records(exp_dir):
+        if isinstance(record.get("epoch"), int):
             by_epoch[record["epoch"]] = record
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 

@@ -47,6 +47,14 @@ def test_recent_step_seconds_takes_the_median_of_the_last_records(tmp_path):
     assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.1)  # not the traced epoch
 
 
+def test_a_history_line_torn_by_a_kill_does_not_stop_the_plan(tmp_path):
+    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0)])
+    with open(tmp_path / "history.jsonl", "a") as handle:
+        handle.write('{"epoch": 3, "step": 6')  # the process died mid-write
+    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.1)
+    assert recipe.steps_per_epoch(tmp_path, num_train=3100, batch_size=16) == 200
+
+
 def test_with_decay_until_ends_the_cosine_at_the_final_step():
     base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
     config = recipe.with_decay_until(base, 2000)

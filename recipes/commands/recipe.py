@@ -257,26 +257,12 @@ def enlarge_training_data(
 # Stage 2: train within a time budget.
 
 
-def _newest_checkpoint_state(exp_dir: Path) -> dict[str, Any]:
-    """The training state saved with the newest checkpoint (empty if none)."""
-    from ..experiment import latest_checkpoint
-
-    checkpoint = latest_checkpoint(exp_dir)
-    if checkpoint is None:
-        return {}
-    return json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
-
-
 def trained_steps(exp_dir: Path) -> int:
     """Optimizer steps taken by the newest checkpoint of an experiment (0 if none)."""
-    return int(_newest_checkpoint_state(exp_dir).get("step", 0))
+    from ..experiment import latest_checkpoint, read_training_state
 
-
-def _history(exp_dir: Path) -> list[dict[str, Any]]:
-    history = exp_dir / "history.jsonl"
-    if not history.is_file():
-        return []
-    return [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    checkpoint = latest_checkpoint(exp_dir)
+    return 0 if checkpoint is None else read_training_state(checkpoint).step
 
 
 def _steps_and_seconds(exp_dir: Path) -> list[tuple[int, float]]:
@@ -285,8 +271,10 @@ def _steps_and_seconds(exp_dir: Path) -> list[tuple[int, float]]:
     A record covers an epoch, or the part of one a step limit ended; its seconds
     include that record's validation and checkpoint.
     """
+    from ..experiment import read_history
+
     rows, previous = [], 0
-    for record in _history(exp_dir):
+    for record in read_history(exp_dir):
         step = int(record.get("step", 0))
         rows.append((step - previous, float(record.get("seconds") or 0.0)))
         previous = step
@@ -380,7 +368,7 @@ def train_with_budget(
     planned = config.train.epochs
     step_limit = config.train.max_steps
     state = None
-    if not _history(exp_dir):
+    if not _steps_and_seconds(exp_dir):
         measured = min(planned, MEASURED_EPOCHS)
         print(f"train: epochs 1-{measured} measure this machine's speed", flush=True)
         state = train(config.override({"train.epochs": measured}), exp_dir)
