@@ -109,6 +109,10 @@ class TrainConfig:
     Attributes:
         epochs: Maximum number of passes over the training data.
         max_steps: Stop after this many steps in total (0 = no limit).
+        max_minutes: Stop once training has run this many minutes in total, resumed
+            runs included (0 = no limit). The cosine decay then follows the clock
+            too, so the learning rate has decayed when the time is up, whatever the
+            machine's speed (see `train.WarmupCosineDecay`). Single-worker only.
         learning_rate: Peak learning rate reached after warm-up.
         warmup_steps: Linear warm-up from 0 to `learning_rate`.
         decay_steps: Cosine decay length after warm-up (0 = constant after warm-up).
@@ -132,6 +136,7 @@ class TrainConfig:
 
     epochs: int = 20
     max_steps: int = 0
+    max_minutes: float = 0.0
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     decay_steps: int = 10000
@@ -161,6 +166,10 @@ class TrainConfig:
         if self.monitor not in MONITORED_METRICS:
             raise ValueError(
                 f"train.monitor must be one of {MONITORED_METRICS}. Received: {self.monitor!r}"
+            )
+        if self.max_minutes < 0:
+            raise ValueError(
+                f"train.max_minutes must be >= 0 (0 = no limit). Received: {self.max_minutes!r}"
             )
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError(

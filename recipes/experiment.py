@@ -69,6 +69,8 @@ class TrainingState:
         nonfinite_streak: Consecutive skipped non-finite steps.
         finished: True once training ended normally (max epochs/steps or early stop).
         stop_reason: Why training finished.
+        seconds: Wall-clock seconds of training so far, resumed runs included
+            (what `train.max_minutes` limits).
     """
 
     step: int = 0
@@ -80,6 +82,7 @@ class TrainingState:
     nonfinite_streak: int = 0
     finished: bool = False
     stop_reason: str = ""
+    seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

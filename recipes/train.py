@@ -5,6 +5,8 @@ Usage:
     stenograph train --config data/librispeech/config.json --exp-dir exp/librispeech
     stenograph train --train-manifest train.jsonl --valid-manifest dev.jsonl \
         --preset tiny --precision mixed_bfloat16 --exp-dir exp/tiny --set train.epochs=5
+    stenograph train --config data/commands/config.json --exp-dir exp/commands \
+        --epochs 30 --max-minutes 10    # at most 30 epochs, at most 10 minutes
 
 Rerunning the same command after a crash or `kill -9` resumes from the newest
 checkpoint: weights, optimizer moments, step counter, epoch and the position in
@@ -48,6 +50,9 @@ from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.train")
 
+# The clock `train.max_minutes` is measured with (a module attribute so tests can fake it).
+_now = time.monotonic
+
 # In the experiment folder: every manifest line and utterance training left out, and why.
 DATA_REPORT_FILE = "data_report.jsonl"
 
@@ -57,6 +62,7 @@ RESUMABLE_CHANGES = {
     "train": {
         "epochs",
         "max_steps",
+        "max_minutes",
         "patience",
         "min_delta",
         "verbose",
@@ -82,23 +88,80 @@ class TrainingError(RuntimeError):
 # Pure decisions.
 
 
-def learning_rate_schedule(config: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
+@keras.saving.register_keras_serializable(package="stenograph")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then a cosine decay driven by the step or by the clock.
+
+    The decay's progress is the larger of the steps after warm-up over
+    `decay_steps` and `time_fraction`, a variable the training loop sets to the
+    share of `train.max_minutes` used so far. So a run with a time budget has its
+    learning rate decayed when the time is up, on a fast machine or a slow one,
+    without knowing its speed in advance. Without a budget (`time_fraction` stays
+    0) it equals `keras.optimizers.schedules.CosineDecay` with a warm-up from 0.
+
+    Args:
+        learning_rate: Peak learning rate, reached at the end of the warm-up.
+        warmup_steps: Linear warm-up from 0 (0: start at the peak).
+        decay_steps: Decay length after warm-up; 0 keeps the peak after warm-up
+            (the clock then changes nothing either).
+        final_ratio: Learning rate at the end of the decay, over the peak.
+    """
+
+    def __init__(
+        self, learning_rate: float, warmup_steps: int, decay_steps: int, final_ratio: float
+    ) -> None:
+        self.learning_rate = float(learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_steps = int(decay_steps)
+        self.final_ratio = float(final_ratio)
+        self.time_fraction = tf.Variable(
+            0.0, trainable=False, dtype=tf.float32, name="time_fraction"
+        )
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        """The learning rate at optimizer iteration `step`."""
+        step = tf.cast(step, tf.float32)
+        warmup = tf.minimum(1.0, step / float(self.warmup_steps)) if self.warmup_steps > 0 else 1.0
+        if self.decay_steps <= 0:
+            return self.learning_rate * warmup
+        by_steps = tf.maximum(0.0, step - self.warmup_steps) / float(self.decay_steps)
+        progress = tf.clip_by_value(tf.maximum(by_steps, self.time_fraction), 0.0, 1.0)
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        decayed = self.final_ratio + (1.0 - self.final_ratio) * cosine
+        return self.learning_rate * warmup * decayed
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (`time_fraction` is state, set by the loop)."""
+        return {
+            "learning_rate": self.learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "final_ratio": self.final_ratio,
+        }
+
+
+def learning_rate_schedule(config: TrainConfig) -> WarmupCosineDecay:
     """Linear warm-up to `learning_rate`, then cosine decay to `final_learning_rate_ratio`."""
-    decay_steps = config.decay_steps if config.decay_steps > 0 else 1
-    alpha = config.final_learning_rate_ratio if config.decay_steps > 0 else 1.0
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if config.warmup_steps > 0 else config.learning_rate,
-        decay_steps=decay_steps,
-        alpha=alpha,
-        warmup_target=config.learning_rate if config.warmup_steps > 0 else None,
-        warmup_steps=config.warmup_steps,
+    return WarmupCosineDecay(
+        config.learning_rate,
+        config.warmup_steps,
+        config.decay_steps,
+        config.final_learning_rate_ratio,
     )
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam with warm-up/decay, global-norm clipping, loss scaling for mixed_float16."""
+def make_optimizer(
+    config: TrainConfig, schedule: keras.optimizers.schedules.LearningRateSchedule | None = None
+) -> keras.optimizers.Optimizer:
+    """Adam with warm-up/decay, global-norm clipping, loss scaling for mixed_float16.
+
+    Args:
+        config: The training settings.
+        schedule: The learning-rate schedule (default: `learning_rate_schedule(config)`);
+            pass one to keep a handle on its `time_fraction`.
+    """
     optimizer = keras.optimizers.Adam(
-        learning_rate=learning_rate_schedule(config),
+        learning_rate=schedule or learning_rate_schedule(config),
         global_clipnorm=config.clip_norm if config.clip_norm > 0 else None,
     )
     if config.precision == "mixed_float16":
@@ -531,6 +594,12 @@ class StepCallback(keras.callbacks.Callback):
     def __init__(self, run: TrainingRun) -> None:
         super().__init__()
         self.run = run
+        # Whether a step or time limit, not the end of the data, stopped this epoch.
+        self.stopped_by_limit = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Clears the epoch's stop flag."""
+        self.stopped_by_limit = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Advances the position; checkpoints every `checkpoint_every` steps."""
@@ -559,7 +628,8 @@ class StepCallback(keras.callbacks.Callback):
             )
         if state.step % train.checkpoint_every == 0:
             run.checkpoint()
-        if train.max_steps and state.step >= train.max_steps:
+        if run.tick_clock() or (train.max_steps and state.step >= train.max_steps):
+            self.stopped_by_limit = True
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -615,6 +685,8 @@ class TrainingRun:
         self.stop_reason = ""
         self.state = exp_lib.TrainingState()
         self._writers: dict[str, Any] = {}
+        # The clock behind `state.seconds`: (monotonic time, seconds) at the run's start.
+        self._clock: tuple[float, float] | None = None
 
     # -- setup ---------------------------------------------------------------
 
@@ -623,6 +695,13 @@ class TrainingRun:
         config = self.config
         self.strategy = make_strategy(config.train.strategy)
         self.worker_index, self.num_workers, self.is_chief = worker_position(self.strategy)
+        if config.train.max_minutes and self.num_workers > 1:
+            # Each worker's clock differs: their learning rates and stopping steps would too.
+            raise ValueError(
+                "train.max_minutes needs a single worker (each worker's clock would set its "
+                "own learning rate and stopping step); use train.max_steps or train.epochs. "
+                f"Received: max_minutes={config.train.max_minutes} with {self.num_workers} workers"
+            )
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         saved_config = self.exp_dir / exp_lib.CONFIG_FILE
         if saved_config.is_file():
@@ -665,7 +744,8 @@ class TrainingRun:
         with self.strategy.scope():
             self.model = build_model(config.model, config.features, len(self.vocabulary.tokens))
             self.trainer = CTCTrainer(self.model)
-            self.optimizer = make_optimizer(config.train)
+            self.schedule = learning_rate_schedule(config.train)
+            self.optimizer = make_optimizer(config.train, self.schedule)
             self.trainer.compile(optimizer=self.optimizer)
             self.optimizer.build(self.trainer.trainable_variables)
 
@@ -784,19 +864,37 @@ class TrainingRun:
 
     # -- the loop ------------------------------------------------------------
 
+    def tick_clock(self) -> bool:
+        """Updates `state.seconds` and the schedule's clock; True once time is up."""
+        if self._clock is None:
+            self._clock = (_now(), self.state.seconds)
+        since, base = self._clock
+        self.state.seconds = base + _now() - since
+        budget = 60.0 * self.config.train.max_minutes
+        if not budget:
+            return False
+        self.schedule.time_fraction.assign(min(1.0, self.state.seconds / budget))
+        return self.state.seconds >= budget
+
+    def _limit_reached(self) -> str:
+        """The limit that ends training now ("" if none)."""
+        train, state = self.config.train, self.state
+        if state.epoch >= train.epochs:
+            return "reached train.epochs"
+        if train.max_steps and state.step >= train.max_steps:
+            return "reached train.max_steps"
+        if self.tick_clock():
+            return f"reached train.max_minutes ({train.max_minutes:g} minutes of training)"
+        return ""
+
     def run(self) -> exp_lib.TrainingState:
-        """Trains until max epochs/steps or early stopping; returns the final state."""
-        train = self.config.train
+        """Trains until max epochs/steps/minutes or early stopping; returns the final state."""
         callback = StepCallback(self)
+        self._clock = None
         while not self.state.finished:
-            if self.state.epoch >= train.epochs or (
-                train.max_steps and self.state.step >= train.max_steps
-            ):
-                self._finish(
-                    "reached train.epochs"
-                    if self.state.epoch >= train.epochs
-                    else "reached train.max_steps"
-                )
+            reason = self._limit_reached()
+            if reason:
+                self._finish(reason)
                 break
             started = time.time()
             dataset = self.epoch_dataset(self.state.epoch, self.state.batch_in_epoch)
@@ -804,9 +902,11 @@ class TrainingRun:
             if self.stop_reason:
                 self.checkpoint()
                 raise TrainingError(self.stop_reason)
-            if train.max_steps and self.state.step >= train.max_steps:
+            reason = self._limit_reached()
+            if reason and callback.stopped_by_limit:
+                # A limit stopped the epoch inside its data: record the part trained.
                 self._end_epoch(started, complete=False)
-                self._finish("reached train.max_steps")
+                self._finish(reason)
                 break
             self._end_epoch(started, complete=True)
         return self.state
@@ -998,6 +1098,7 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         "data.batch_size": args.batch_size,
         "train.epochs": args.epochs,
         "train.max_steps": args.max_steps,
+        "train.max_minutes": args.max_minutes,
         "train.learning_rate": args.learning_rate,
         "train.precision": args.precision,
         "train.strategy": args.strategy,
@@ -1031,6 +1132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this many minutes of training in total; the learning rate's decay "
+        "follows the clock, so it has decayed when the time is up",
+    )
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument(
         "--precision",

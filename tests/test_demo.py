@@ -14,51 +14,29 @@ from stenograph.recipes.config import ExperimentConfig, model_preset
 # --------------------------------------------------------------------------- pure decisions
 
 
-@pytest.mark.parametrize(
-    ("done", "limit", "seconds_left", "per_step", "expected"),
-    [
-        (480, 7200, 600.0, 0.1, 6480),  # 6,000 more steps fit
-        (480, 2400, 600.0, 0.1, 2400),  # never beyond the limit
-        (480, 7200, 0.05, 0.1, 480),  # not even one more
-        (480, 7200, -30.0, 0.1, 480),  # over budget already
-        (0, 7200, 100.0, 0.0, 7200),  # no measurement: the limit
-        (7200, 7200, 600.0, 0.1, 7200),
-    ],
-)
-def test_steps_within_budget(done, limit, seconds_left, per_step, expected):
-    assert recipe.steps_within_budget(done, limit, seconds_left, per_step) == expected
+def test_train_with_budget_gives_train_the_minutes_on_top_of_those_already_trained(
+    tmp_path, monkeypatch
+):
+    from stenograph.recipes import train as train_lib
+    from stenograph.recipes.experiment import TrainingState
 
+    calls = []
 
-def _write_history(exp_dir, records):
-    lines = [json.dumps({"epoch": e, "step": step, "seconds": s}) for e, step, s in records]
-    (exp_dir / "history.jsonl").write_text("\n".join(lines) + "\n")
+    def fake_train(config, exp_dir):
+        calls.append(config.train.max_minutes)
+        reason = f"reached train.max_minutes ({config.train.max_minutes:g} minutes of training)"
+        return TrainingState(
+            step=560, epoch=2, batch_in_epoch=80, finished=True, stop_reason=reason
+        )
 
-
-def test_recent_step_seconds_takes_the_median_of_the_last_records(tmp_path):
-    assert recipe.recent_step_seconds(tmp_path) == 0.0
-    assert recipe.steps_per_epoch(tmp_path, num_train=3190, batch_size=16) == 200  # ceil
-    # Epoch 1 traces the step (slow); epoch 4 was stopped after 100 of its 200 steps.
-    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0), (3, 600, 22.0), (4, 700, 30.0)])
-    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.11)  # of 0.1, 0.11, 0.3
-    # A whole epoch can hold a few more batches than ceil(N / B) (one partial batch
-    # per length bucket); the partial record is not an epoch.
-    assert recipe.steps_per_epoch(tmp_path, num_train=3100, batch_size=16) == 200
-    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0)])
-    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.1)  # not the traced epoch
-
-
-def test_a_history_line_torn_by_a_kill_does_not_stop_the_plan(tmp_path):
-    _write_history(tmp_path, [(1, 200, 60.0), (2, 400, 20.0)])
-    with open(tmp_path / "history.jsonl", "a") as handle:
-        handle.write('{"epoch": 3, "step": 6')  # the process died mid-write
-    assert recipe.recent_step_seconds(tmp_path) == pytest.approx(0.1)
-    assert recipe.steps_per_epoch(tmp_path, num_train=3100, batch_size=16) == 200
-
-
-def test_with_decay_until_ends_the_cosine_at_the_final_step():
+    monkeypatch.setattr(train_lib, "train", fake_train)
+    # A checkpoint says 2 minutes were trained before (a killed or finished run).
+    monkeypatch.setattr(recipe, "trained_state", lambda exp_dir: TrainingState(seconds=120.0))
     base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
-    config = recipe.with_decay_until(base, 2000)
-    assert config.train.decay_steps == 2000 - base.train.warmup_steps
+    result = recipe.train_with_budget(base, tmp_path, minutes=8.0, num_train=3200)
+    assert calls == [10.0]
+    assert result["steps"] == 560 and result["cut_by_budget"]
+    assert result["epochs"] == pytest.approx(2.4)  # 80 of 200 batches into the third epoch
 
 
 def test_commands_config_decays_over_the_planned_epochs():

@@ -153,6 +153,76 @@ def test_learning_rate_warms_up_then_decays():
     np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-4)
 
 
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_schedule_matches_keras_cosine_decay_while_the_clock_is_unused(warmup):
+    ours = train_lib.WarmupCosineDecay(3e-3, warmup, 200, 0.02)
+    reference = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else 3e-3,
+        decay_steps=200,
+        alpha=0.02,
+        warmup_target=3e-3 if warmup else None,
+        warmup_steps=warmup,
+    )
+    steps = [0, 1, 5, 10, 11, 50, 109, 150, 210, 400]
+    np.testing.assert_allclose(
+        [float(ours(s)) for s in steps], [float(reference(s)) for s in steps], rtol=1e-5, atol=1e-9
+    )
+
+
+def test_schedule_decays_with_the_clock_when_it_runs_ahead_of_the_steps():
+    schedule = train_lib.WarmupCosineDecay(1e-3, 10, 10_000, 0.1)
+    schedule.time_fraction.assign(0.5)  # half the time budget used after only 50 steps
+    assert float(schedule(50)) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert float(schedule(5)) == pytest.approx(0.5 * 1e-3 * 0.55)  # still warming up
+    schedule.time_fraction.assign(1.0)
+    assert float(schedule(60)) == pytest.approx(1e-4)
+    # The steps win when they are further along than the clock.
+    schedule.time_fraction.assign(0.0)
+    assert float(schedule(10_010)) == pytest.approx(1e-4)
+    # No decay configured: the clock adds none.
+    constant = train_lib.WarmupCosineDecay(1e-3, 0, 0, 0.1)
+    constant.time_fraction.assign(1.0)
+    assert float(constant(500)) == pytest.approx(1e-3)
+    assert (
+        train_lib.WarmupCosineDecay(**constant.get_config()).get_config() == constant.get_config()
+    )
+
+
+def test_max_minutes_stops_training_with_the_learning_rate_decayed(tmp_path, monkeypatch):
+    """A fake clock (1 s per reading): a 0.5-minute budget ends after about 30 readings."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(train_lib, "_now", lambda: float(next(ticks)))
+    train, valid = repeated_manifest(tmp_path / "data", copies=8, phrases=4)  # 4 steps/epoch
+    config = tiny_config(
+        train,
+        valid,
+        **{
+            "train.epochs": 1000,
+            "train.decay_steps": 10_000,
+            "train.max_minutes": 0.5,
+            "train.patience": 0,
+        },
+    )
+    state = train_lib.train(config, tmp_path / "exp")
+    assert state.finished and state.stop_reason.startswith("reached train.max_minutes")
+    assert 30.0 <= state.seconds < 32.0
+    assert 5 < state.step < 30 and state.epoch < 1000
+    history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
+    # By the steps the cosine has hardly started (step < 30 of 10,000); the clock ended it.
+    assert history[-1]["learning_rate"] == pytest.approx(1e-2 * 0.05, rel=1e-4)
+    assert history[-1]["step"] == state.step
+
+    # A larger budget continues the run: the clock and the steps go on from the checkpoint.
+    more = train_lib.train(config.override({"train.max_minutes": 1.0}), tmp_path / "exp")
+    assert more.step > state.step and 60.0 <= more.seconds < 62.0
+    assert more.stop_reason.startswith("reached train.max_minutes")
+
+
+def test_max_minutes_must_not_be_negative():
+    with pytest.raises(ValueError, match="max_minutes must be >= 0"):
+        TrainConfig(max_minutes=-1.0)
+
+
 def test_shards_are_disjoint_and_equal_sized():
     utterances = list(range(11))
     shards = [train_lib.shard_utterances(utterances, i, 3) for i in range(3)]

@@ -20,8 +20,9 @@ after it run again):
                    -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
     2. train       2 strided convolutions + 2xBiLSTM-CTC on log-mels with
                    speed/noise/gain/SpecAugment; making the extra data and training
-                   share the `--minutes` budget: training stops at the last step that
-                   fits (inside an epoch if need be), where the learning rate's decay ends
+                   share the `--minutes` budget: training stops when the time is up
+                   (inside an epoch if need be), and the learning rate's cosine decay
+                   follows the clock to end there (`train.max_minutes`)
                    -> <out>/model (checkpoints, best weights)
     3. lm          a KenLM 4-gram of the training transcripts, its weights tuned on dev
                    -> <out>/model/lm/, <out>/model/decoding.json
@@ -257,86 +258,12 @@ def enlarge_training_data(
 # Stage 2: train within a time budget.
 
 
-def trained_steps(exp_dir: Path) -> int:
-    """Optimizer steps taken by the newest checkpoint of an experiment (0 if none)."""
-    from ..experiment import latest_checkpoint, read_training_state
+def trained_state(exp_dir: Path) -> Any:
+    """The `TrainingState` of the newest checkpoint (a fresh one if there is none)."""
+    from ..experiment import TrainingState, latest_checkpoint, read_training_state
 
     checkpoint = latest_checkpoint(exp_dir)
-    return 0 if checkpoint is None else read_training_state(checkpoint).step
-
-
-def _steps_and_seconds(exp_dir: Path) -> list[tuple[int, float]]:
-    """(steps, wall seconds) of each `history.jsonl` record, in order.
-
-    A record covers an epoch, or the part of one a step limit ended; its seconds
-    include that record's validation and checkpoint.
-    """
-    from ..experiment import read_history
-
-    rows, previous = [], 0
-    for record in read_history(exp_dir):
-        step = int(record.get("step", 0))
-        rows.append((step - previous, float(record.get("seconds") or 0.0)))
-        previous = step
-    return rows
-
-
-def steps_per_epoch(exp_dir: Path, num_train: int, batch_size: int) -> int:
-    """Steps in one epoch: the most any history record took, or ceil(N / batch).
-
-    Length bucketing leaves a partial batch per bucket, so a whole epoch in the
-    history can hold a few more steps than ceil(N / batch); a record that a step
-    limit ended holds fewer.
-    """
-    recorded = max((steps for steps, _ in _steps_and_seconds(exp_dir)), default=0)
-    return max(recorded, math.ceil(num_train / batch_size), 1)
-
-
-def recent_step_seconds(exp_dir: Path, last: int = 3) -> float:
-    """Median wall-clock seconds per step of the last few history records (0 if none).
-
-    The median skips the first record of a run, which also traces the train step;
-    validation and checkpoints are part of the cost.
-    """
-    rates = sorted(
-        seconds / steps for steps, seconds in _steps_and_seconds(exp_dir)[-last:] if steps > 0
-    )
-    return rates[(len(rates) - 1) // 2] if rates else 0.0
-
-
-def steps_within_budget(done: int, limit: int, seconds_left: float, seconds_per_step: float) -> int:
-    """How many steps in total to have trained, given the time left.
-
-    Args:
-        done: Steps already trained.
-        limit: The most steps to train (the planned epochs, or a step limit).
-        seconds_left: Training time left in the budget.
-        seconds_per_step: Measured cost of one step (validation included).
-
-    Returns:
-        A total between `done` and `limit`.
-    """
-    if seconds_per_step <= 0:
-        return limit
-    affordable = int(max(0.0, seconds_left) / seconds_per_step)
-    return max(done, min(limit, done + affordable))
-
-
-def with_decay_until(config: ExperimentConfig, final_step: int) -> ExperimentConfig:
-    """The config with its cosine decay ending at step `final_step`.
-
-    The budget decides how many steps a machine can train; a schedule that
-    decays over more steps than that would stop while the learning rate is
-    still high.
-    """
-    warmup = config.train.warmup_steps
-    return config.override({"train.decay_steps": max(1, final_step - warmup)})
-
-
-# Each call of train() builds the model, restores the checkpoint and traces the step
-# again (a few seconds), and the last one validates: kept out of the steps' time.
-RESTART_SECONDS = 15.0
-MEASURED_EPOCHS = 2
+    return TrainingState() if checkpoint is None else read_training_state(checkpoint)
 
 
 def train_with_budget(
@@ -344,19 +271,18 @@ def train_with_budget(
 ) -> dict[str, Any]:
     """Stage 2: trains (or resumes) for at most `config.train.epochs` within `minutes`.
 
-    Two epochs are trained first to measure the cost of a step on this machine;
-    the run then continues for as many steps as fit in the rest of the budget
-    (stopping inside an epoch if need be), with the learning rate's cosine decay
-    ending at the last of them. The speed is measured again halfway, since the
-    machine's load changes. A run cut short by the budget continues where it
-    stopped on the next call.
+    One `train` call with `train.max_minutes`: training stops when this call's
+    minutes are used up (inside an epoch if need be), and the learning rate's
+    cosine decay follows the clock, so it has decayed by then on a fast machine or
+    a slow one, and under changing load. A rerun continues the run with a new
+    budget (the learning rate rises again and decays over it).
 
     Args:
         config: The training config (`train.epochs` is the most to train, and a
             nonzero `train.max_steps` the most steps).
         exp_dir: The experiment folder (resumed if it holds a checkpoint).
-        minutes: The time budget.
-        num_train: Training utterances (an epoch's length before one is measured).
+        minutes: The time budget of this call.
+        num_train: Training utterances (to count epochs).
 
     Returns:
         What happened: steps and epochs trained, planned epochs, seconds, and
@@ -366,52 +292,30 @@ def train_with_budget(
 
     started = time.monotonic()
     planned = config.train.epochs
-    step_limit = config.train.max_steps
-    state = None
-    if not _steps_and_seconds(exp_dir):
-        measured = min(planned, MEASURED_EPOCHS)
-        print(f"train: epochs 1-{measured} measure this machine's speed", flush=True)
-        state = train(config.override({"train.epochs": measured}), exp_dir)
-    hit_step_limit = state is not None and state.stop_reason == "reached train.max_steps"
-    per_epoch = steps_per_epoch(exp_dir, num_train, config.data.batch_size)
-    limit = planned * per_epoch
-    if step_limit:
-        limit = min(limit, step_limit)
-    for chunk in range(2):
-        done = trained_steps(exp_dir)
-        if done >= limit or hit_step_limit:
-            break
-        seconds_left = minutes * 60 - (time.monotonic() - started) - RESTART_SECONDS
-        per_step = recent_step_seconds(exp_dir)
-        final = steps_within_budget(done, limit, seconds_left, per_step)
-        target = final
-        if chunk == 0 and final - done >= 2 * per_epoch:
-            target = done + (final - done) // 2
+    before = trained_state(exp_dir)
+    total_minutes = before.seconds / 60 + minutes
+    print(
+        f"train: at most {planned} epochs within {minutes:.1f} min; the learning rate decays "
+        "with the clock, to its lowest when the time is up",
+        flush=True,
+    )
+    state = train(config.override({"train.max_minutes": round(total_minutes, 3)}), exp_dir)
+    per_epoch = math.ceil(num_train / config.data.batch_size)
+    epochs = state.epoch + min(1.0, state.batch_in_epoch / per_epoch)
+    cut = state.stop_reason.startswith("reached train.max_minutes")
+    if cut:
         print(
-            f"train: {per_step * 1000:.0f} ms per step, {seconds_left / 60:.1f} min left in "
-            f"the budget: steps {done + 1}-{target}, learning rate decaying until step {final} "
-            f"(epoch {final / per_epoch:.1f} of at most {planned})",
-            flush=True,
-        )
-        if target <= done:
-            break
-        config = with_decay_until(config, final)
-        train(config.override({"train.epochs": planned, "train.max_steps": target}), exp_dir)
-    trained = trained_steps(exp_dir)
-    epochs = trained / per_epoch
-    if trained < limit:
-        print(
-            f"train: {trained} steps ({epochs:.1f} epochs) fit the {minutes:.1f}-minute budget "
-            f"(at most {planned} epochs); rerun the same command to train further, or raise "
-            "--minutes",
+            f"train: {state.step} steps ({epochs:.1f} epochs) fit the {minutes:.1f}-minute "
+            f"budget (at most {planned} epochs); rerun the same command to train further, "
+            "or raise --minutes",
             flush=True,
         )
     return {
-        "steps": trained,
+        "steps": state.step,
         "epochs": round(epochs, 2),
         "planned_epochs": planned,
         "seconds": round(time.monotonic() - started, 1),
-        "cut_by_budget": trained < limit,
+        "cut_by_budget": cut,
     }
 
 
