@@ -181,8 +181,14 @@ class DatasetConfig:
         cache: ``None`` (no cache), ``"memory"`` (decoded audio kept in RAM: only
             for small corpora) or a file path prefix for an on-disk cache.
         augment: Waveform and SpecAugment settings used in training; ``None`` = off.
-        num_parallel_calls: Parallel decodes; ``None`` = ``tf.data.AUTOTUNE``.
-        prefetch: Batches prefetched; ``None`` = ``tf.data.AUTOTUNE``.
+        num_parallel_calls: Parallel calls of each map stage; ``None`` =
+            ``tf.data.AUTOTUNE`` (one per CPU core when ``autotune`` is off).
+        prefetch: Batches prefetched; ``None`` = ``tf.data.AUTOTUNE`` (2 when
+            ``autotune`` is off).
+        autotune: tf.data's autotuning (its AUTOTUNE values and the optimisation
+            thread behind them). Turn it off for pipelines that are iterated once
+            per epoch: dropping an autotuned iterator of a length-bucketed pipeline
+            waited up to ~15 s for that thread (see ``recipes/train.py``).
         drop_remainder: Drop incomplete batches.
         seed: Seeds shuffling and augmentation (reproducible runs).
         report_path: JSON-lines file receiving one line per dropped utterance.
@@ -202,6 +208,7 @@ class DatasetConfig:
     augment: AugmentConfig | None = None
     num_parallel_calls: int | None = None
     prefetch: int | None = None
+    autotune: bool = True
     drop_remainder: bool = False
     seed: int = 0
     report_path: str | None = None
@@ -647,7 +654,25 @@ def decoded_source(
 
 
 def _parallelism(config: DatasetConfig) -> int:
-    return tf.data.AUTOTUNE if config.num_parallel_calls is None else config.num_parallel_calls
+    if config.num_parallel_calls is not None:
+        return config.num_parallel_calls
+    return tf.data.AUTOTUNE if config.autotune else _cpu_cores()
+
+
+def _cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _with_autotune_setting(dataset: tf.data.Dataset, config: DatasetConfig) -> tf.data.Dataset:
+    """The pipeline, with tf.data's autotuning switched off if the config says so."""
+    if config.autotune:
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def make_dataset(
@@ -726,7 +751,11 @@ def make_dataset(
         _feature_stage(feature_config, config.augment, training),
         num_parallel_calls=_parallelism(config),
     )
-    return dataset.prefetch(tf.data.AUTOTUNE if config.prefetch is None else config.prefetch)
+    if config.prefetch is not None:
+        dataset = dataset.prefetch(config.prefetch)
+    else:
+        dataset = dataset.prefetch(tf.data.AUTOTUNE if config.autotune else 2)
+    return _with_autotune_setting(dataset, config)
 
 
 def seconds_of_audio(batch: Batch, feature_config: FeatureConfig) -> float:

@@ -213,6 +213,16 @@ def test_speed_perturbation_never_makes_a_transcript_unalignable(tmp_path, vocab
         assert np.all(batch.feature_lengths < num_frames(8000, FEATURES))  # still sped up
 
 
+def test_autotune_off_gives_the_same_batches_without_tf_data_autotuning(corpus, vocabulary):
+    tuned = make_dataset(corpus["good"], vocabulary, FEATURES, eval_config())
+    fixed = make_dataset(corpus["good"], vocabulary, FEATURES, eval_config(autotune=False))
+    assert tuned.options().autotune.enabled is not False
+    assert fixed.options().autotune.enabled is False
+    for a, b in zip(collect(tuned), collect(fixed), strict=True):
+        assert list(a.utterance_ids) == list(b.utterance_ids)
+        np.testing.assert_array_equal(a.features, b.features)
+
+
 def test_memory_cache_repeats_the_same_utterances(corpus, vocabulary):
     config = eval_config(cache="memory")
     dataset = make_dataset(corpus["all"][:8], vocabulary, FEATURES, config, training=True).repeat(2)

@@ -223,6 +223,14 @@ def test_max_minutes_must_not_be_negative():
         TrainConfig(max_minutes=-1.0)
 
 
+def test_training_pipelines_run_without_tf_data_autotuning_unless_asked():
+    config = ExperimentConfig(model=model_preset("tiny"))
+    assert train_lib.dataset_config(config, training=True).autotune is False
+    assert train_lib.dataset_config(config, training=False).autotune is False
+    tuned = config.override({"data.dataset": {"autotune": True}})
+    assert train_lib.dataset_config(tuned, training=True).autotune is True
+
+
 def test_shards_are_disjoint_and_equal_sized():
     utterances = list(range(11))
     shards = [train_lib.shard_utterances(utterances, i, 3) for i in range(3)]
