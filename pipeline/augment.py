@@ -44,6 +44,11 @@ class AugmentConfig:
         time_masks: Number of SpecAugment time masks per utterance.
         time_mask_width: Largest time-mask width in frames.
         time_mask_ratio: A time mask never exceeds this fraction of the utterance.
+        vtlp_range: ``(low, high)`` vocal tract length perturbation factors, one
+            drawn uniformly per utterance: the mel filterbank reads warped
+            frequencies, so formants move by the factor while pitch and tempo stay
+            (Jaitly & Hinton, 2013; ``features.warped_mel_filterbanks``). ``None``
+            disables it.
     """
 
     speed_range: tuple[float, float] | None = (0.9, 1.1)
@@ -57,11 +62,13 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_width: int = 40
     time_mask_ratio: float = 0.2
+    vtlp_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_range("speed_range", self.speed_range, minimum=0.5)
         _check_range("snr_range", self.snr_range)
         _check_range("gain_db_range", self.gain_db_range)
+        _check_range("vtlp_range", self.vtlp_range, minimum=0.5)
         for name in ("speed_probability", "noise_probability", "time_mask_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(
@@ -414,6 +421,16 @@ def sample_speed_factor(seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
     apply_seed, value_seed = tf.unstack(split_seed(seed, 2))
     factor = _uniform(value_seed, config.speed_range[0], config.speed_range[1])
     return tf.where(_happens(apply_seed, config.speed_probability), factor, 1.0)
+
+
+def sample_warp_factors(seed: tf.Tensor, batch_size: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """VTLP factors [B] drawn uniformly from ``config.vtlp_range`` (needs a range)."""
+    if config.vtlp_range is None:
+        raise ValueError("sample_warp_factors needs AugmentConfig.vtlp_range. Received: None")
+    low, high = config.vtlp_range
+    return tf.random.stateless_uniform(
+        tf.reshape(batch_size, [1]), seed=seed, minval=low, maxval=high
+    )
 
 
 def augment_waveform(

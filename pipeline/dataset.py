@@ -36,7 +36,14 @@ import numpy as np
 import tensorflow as tf
 
 from .audio import audio_info, load_audio
-from .augment import AugmentConfig, NoiseBank, augment_waveform, spec_augment, split_seed
+from .augment import (
+    AugmentConfig,
+    NoiseBank,
+    augment_waveform,
+    sample_warp_factors,
+    spec_augment,
+    split_seed,
+)
 from .errors import AudioDecodeError, Problem
 from .features import FeatureConfig, compute_features, num_frames
 from .manifest import Utterance
@@ -552,8 +559,17 @@ def _feature_stage(
     def featurize(batch: Example) -> Batch:
         batch_seed = split_seed(batch.seed[0], 2)[1]
         dither_seed, mask_seed = tf.unstack(split_seed(batch_seed, 2))
+        warp_factors = None
+        if training and augment is not None and augment.vtlp_range is not None:
+            # Folded from the batch seed, so the dither and masks keep their draws.
+            warp_seed = tf.random.experimental.stateless_fold_in(batch_seed, 1)
+            warp_factors = sample_warp_factors(warp_seed, tf.shape(batch.waveform)[0], augment)
         features, frame_lengths = compute_features(
-            batch.waveform, batch.num_samples, feature_config, dither_seed if training else None
+            batch.waveform,
+            batch.num_samples,
+            feature_config,
+            dither_seed if training else None,
+            warp_factors,
         )  # [B, T, F], [B]
         if training and augment is not None:
             features = spec_augment(features, frame_lengths, mask_seed, augment)

@@ -234,6 +234,68 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     return weights.T  # [K, M]
 
 
+VTLP_BOUNDARY_HZ = 4800.0
+
+
+def vtlp_warp(frequencies: tf.Tensor, alphas: tf.Tensor, nyquist: float) -> tf.Tensor:
+    """Vocal tract length perturbation: where each frequency moves, per utterance.
+
+    The forward warp of Jaitly & Hinton (2013): frequencies scale by ``alpha`` up
+    to a bend, then run linearly so that the Nyquist frequency stays put (the
+    generator's ``effects.vtlp_source_frequencies`` is its inverse).
+
+    Args:
+        frequencies: float32 [K] in Hz, within ``[0, nyquist]``.
+        alphas: float32 [B] warp factors; > 1 raises formants (a shorter vocal tract).
+        nyquist: Half the sample rate in Hz.
+
+    Returns:
+        float32 [B, K] warped frequencies in Hz.
+    """
+    alphas = tf.cast(alphas, tf.float32)[:, None]  # [B, 1]
+    frequencies = tf.cast(frequencies, tf.float32)[None, :]  # [1, K]
+    bend = VTLP_BOUNDARY_HZ * tf.minimum(alphas, 1.0) / alphas  # [B, 1]
+    top_slope = (nyquist - alphas * bend) / (nyquist - bend)  # [B, 1]
+    upper = nyquist - top_slope * (nyquist - frequencies)  # [B, K]
+    return tf.where(frequencies <= bend, frequencies * alphas, upper)
+
+
+def warped_mel_filterbanks(config: FeatureConfig, alphas: tf.Tensor) -> tf.Tensor:
+    """One mel filterbank per utterance, read on VTLP-warped FFT frequencies.
+
+    The energy at FFT frequency ``f`` is pooled as if it were at ``vtlp_warp(f)``,
+    which moves the formants by ``alpha`` and leaves the filters themselves as in
+    :func:`mel_filterbank` (``alpha = 1`` gives that matrix exactly, up to float32).
+
+    Args:
+        config: The feature configuration.
+        alphas: float32 [B] warp factors.
+
+    Returns:
+        float32 [B, fft_length // 2 + 1, num_mel_bins].
+    """
+    nyquist = config.sample_rate / 2.0
+    fft_frequencies = np.linspace(0.0, nyquist, config.fft_length // 2 + 1)
+    edges_hz = mel_to_hz(
+        np.linspace(
+            hz_to_mel(config.fmin, config.mel_scale),
+            hz_to_mel(config.upper_frequency, config.mel_scale),
+            config.num_mel_bins + 2,
+        ),
+        config.mel_scale,
+    )  # [M + 2]
+    warped = vtlp_warp(tf.constant(fft_frequencies, tf.float32), alphas, nyquist)  # [B, K]
+    edges = tf.constant(edges_hz, tf.float32)
+    widths = edges[1:] - edges[:-1]  # [M + 1]
+    offsets = edges[None, :, None] - warped[:, None, :]  # [B, M + 2, K]
+    rising = -offsets[:, :-2] / widths[:-1, None]  # [B, M, K]
+    falling = offsets[:, 2:] / widths[1:, None]  # [B, M, K]
+    weights = tf.maximum(0.0, tf.minimum(rising, falling))  # [B, M, K]
+    if config.mel_norm == "slaney":
+        weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return tf.transpose(weights, [0, 2, 1])  # [B, K, M]
+
+
 def dct_matrix(num_inputs: int, num_outputs: int) -> np.ndarray:
     """Orthonormal DCT-II as a matrix (scipy ``dct(type=2, norm="ortho")``).
 
@@ -297,6 +359,7 @@ def compute_features(
     lengths: tf.Tensor | None,
     config: FeatureConfig,
     dither_seed: tf.Tensor | None = None,
+    warp_factors: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Waveforms to log-mel or MFCC features; the pure function behind AudioFeatures.
 
@@ -306,6 +369,8 @@ def compute_features(
         config: The feature configuration.
         dither_seed: int32 [2] stateless seed; when given and ``config.dither > 0``,
             Gaussian dither is added to the valid samples.
+        warp_factors: float32 [B] VTLP factors (training augmentation, see
+            :func:`warped_mel_filterbanks`), or ``None`` for the plain filterbank.
 
     Returns:
         ``(features [B, T, F] float32, frame_lengths [B] int32)``; frames at or beyond
@@ -321,8 +386,11 @@ def compute_features(
     # padded row gives exactly the features of the same utterance on its own.
     waveforms = apply_preemphasis(waveforms * sample_mask, config.preemphasis) * sample_mask
     power = power_spectrogram(waveforms, config)  # [B, T, K]
-    filterbank = tf.constant(mel_filterbank(config), dtype=tf.float32)  # [K, M]
-    mel = tf.tensordot(power, filterbank, axes=1)  # [B, T, M]
+    if warp_factors is None:
+        filterbank = tf.constant(mel_filterbank(config), dtype=tf.float32)  # [K, M]
+        mel = tf.tensordot(power, filterbank, axes=1)  # [B, T, M]
+    else:
+        mel = tf.matmul(power, warped_mel_filterbanks(config, warp_factors))  # [B, T, M]
     floored = tf.maximum(mel, config.log_floor)
     if config.kind == "mfcc":
         decibels = (10.0 / math.log(10.0)) * tf.math.log(floored)  # [B, T, M]

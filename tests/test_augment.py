@@ -13,6 +13,7 @@ from stenograph.pipeline.augment import (
     apply_gain,
     augment_waveform,
     generate_noise,
+    sample_warp_factors,
     spec_augment,
     speed_perturb,
 )
@@ -199,6 +200,24 @@ def test_augment_config_round_trip_and_errors():
         AugmentConfig(noise_kinds=("traffic",))
     with pytest.raises(ValueError, match="noise_probability"):
         AugmentConfig(noise_probability=1.5)
+    vtlp = AugmentConfig(vtlp_range=(0.9, 1.1))
+    assert AugmentConfig.from_dict(vtlp.to_dict()) == vtlp
+    with pytest.raises(ValueError, match="vtlp_range"):
+        AugmentConfig(vtlp_range=(0.3, 1.1))
+    with pytest.raises(ValueError, match="vtlp_range"):
+        AugmentConfig(vtlp_range=(1.1, 0.9))
+
+
+def test_warp_factors_are_seeded_and_inside_the_range():
+    config = AugmentConfig(vtlp_range=(0.9, 1.1))
+    factors = sample_warp_factors(seed(1), tf.constant(500), config).numpy()
+    assert factors.shape == (500,)
+    assert factors.min() >= 0.9 and factors.max() <= 1.1
+    assert factors.std() > 0.05  # uniform over the range: std 0.2 / sqrt(12) = 0.058
+    again = sample_warp_factors(seed(1), tf.constant(500), config).numpy()
+    np.testing.assert_array_equal(factors, again)
+    with pytest.raises(ValueError, match="vtlp_range"):
+        sample_warp_factors(seed(1), tf.constant(2), AugmentConfig())
 
 
 def test_generated_noise_bank_is_seeded_and_mixes_at_the_snr(rng):

@@ -195,6 +195,35 @@ def test_training_is_reproducible_from_the_seed_and_augments(corpus, vocabulary)
         assert 0.88 * plain[i] - 2 <= n <= 1.12 * plain[i] + 2
 
 
+def test_vtlp_warps_training_features_reproducibly(corpus, vocabulary):
+    def run(seed, vtlp_range):
+        augment = AugmentConfig(
+            speed_range=None,
+            noise_probability=0.0,
+            gain_db_range=None,
+            freq_masks=0,
+            time_masks=0,
+            vtlp_range=vtlp_range,
+        )
+        config = eval_config(seed=seed, augment=augment)
+        batches = collect(make_dataset(corpus["good"], vocabulary, FEATURES, config, training=True))
+        return {
+            i: f[:n]
+            for batch in batches
+            for i, f, n in zip(
+                batch.utterance_ids, batch.features, batch.feature_lengths, strict=True
+            )
+        }
+
+    plain, warped, again = run(1, None), run(1, (0.85, 1.15)), run(1, (0.85, 1.15))
+    assert plain.keys() == warped.keys()
+    for key, features in plain.items():
+        assert warped[key].shape == features.shape  # the warp keeps time and bins
+        np.testing.assert_array_equal(warped[key], again[key])
+    changed = [np.abs(warped[k] - plain[k]).mean() > 1e-3 for k in plain]
+    assert sum(changed) >= len(changed) - 1  # a factor of ~1.0 may be drawn once
+
+
 def test_speed_perturbation_never_makes_a_transcript_unalignable(tmp_path, vocabulary):
     rng = np.random.default_rng(3)
     path = tmp_path / "a.flac"

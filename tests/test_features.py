@@ -24,6 +24,8 @@ from stenograph.pipeline.features import (
     compute_global_stats,
     mel_filterbank,
     num_frames,
+    vtlp_warp,
+    warped_mel_filterbanks,
 )
 
 DB_PER_NEPER = 10.0 / math.log(10.0)
@@ -82,6 +84,48 @@ def test_filterbank_matches_librosa(scale, norm, fmin, fmax):
         sr=16000, n_fft=512, n_mels=64, fmin=fmin, fmax=fmax, htk=scale == "htk", norm=norm
     )
     np.testing.assert_allclose(mel_filterbank(config).T, reference, rtol=1e-6, atol=1e-9)
+
+
+def test_vtlp_warp_fixed_points():
+    frequencies = tf.constant([0.0, 1000.0, 4000.0, 6000.0, 8000.0])
+    warped = vtlp_warp(frequencies, tf.constant([1.1, 0.9, 1.0]), nyquist=8000.0).numpy()
+    # alpha 1.1: linear up to the bend 4800 / 1.1 Hz, then to (8000, 8000).
+    bend_up = 4800.0 / 1.1
+    top_up = 8000.0 - (8000.0 - 4800.0) / (8000.0 - bend_up) * (8000.0 - 6000.0)
+    np.testing.assert_allclose(warped[0], [0.0, 1100.0, 4400.0, top_up, 8000.0], rtol=1e-6)
+    # alpha 0.9: the bend is at 4800 Hz itself.
+    top_down = 8000.0 - (8000.0 - 0.9 * 4800.0) / (8000.0 - 4800.0) * (8000.0 - 6000.0)
+    np.testing.assert_allclose(warped[1], [0.0, 900.0, 3600.0, top_down, 8000.0], rtol=1e-6)
+    np.testing.assert_allclose(warped[2], frequencies.numpy())
+
+
+@pytest.mark.parametrize("scale,norm", [("slaney", "slaney"), ("htk", None)])
+def test_warped_filterbank_is_librosa_at_one_and_moves_a_tone(scale, norm):
+    config = FeatureConfig(mel_scale=scale, mel_norm=norm, num_mel_bins=64)
+    reference = librosa.filters.mel(
+        sr=16000, n_fft=512, n_mels=64, fmin=config.fmin, htk=scale == "htk", norm=norm
+    ).T  # [K, M]
+    banks = warped_mel_filterbanks(config, tf.constant([1.0, 1.15, 0.85])).numpy()
+    assert banks.shape == (3, 257, 64)
+    np.testing.assert_allclose(banks[0], reference, rtol=0, atol=1e-4 * reference.max())
+    # A 1 kHz tone peaks in the filter of 1000 * alpha Hz under the warp.
+    tone = np.zeros(257)
+    tone[32] = 1.0  # the FFT bin of 1000 Hz
+    centers = librosa.mel_frequencies(66, fmin=config.fmin, fmax=8000.0, htk=scale == "htk")[1:-1]
+    for bank, alpha in zip(banks, (1.0, 1.15, 0.85), strict=True):
+        peak = int(np.argmax(tone @ bank))
+        assert peak == int(np.argmin(np.abs(centers - 1000.0 * alpha)))
+
+
+def test_warp_factors_change_features_only_when_not_one(rng):
+    y = speech_like(rng)[None, :]
+    config = FeatureConfig()
+    plain, _ = compute_features(y, None, config)
+    same, _ = compute_features(y, None, config, warp_factors=tf.constant([1.0]))
+    higher, lengths = compute_features(y, None, config, warp_factors=tf.constant([1.1]))
+    np.testing.assert_allclose(same.numpy(), plain.numpy(), atol=1e-3)
+    assert np.abs(higher.numpy() - plain.numpy()).mean() > 0.05
+    assert higher.shape == plain.shape and int(lengths[0]) == plain.shape[1]
 
 
 @pytest.mark.parametrize("signal", ["random", "speech"])
