@@ -32,6 +32,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--generated-dir", type=Path, help="extra training audio to reuse (<out>/generated)"
     )
+    parser.add_argument(
+        "--extra-repeats",
+        type=int,
+        default=recipe.EXTRA_MAX_REPEATS,
+        help="how many extra utterances may share a sentence",
+    )
     parser.add_argument("--overrides", default="{}", help="JSON: config settings to change")
     parser.add_argument("--augment", default="{}", help="JSON: augmentation settings to change")
     return parser.parse_args()
@@ -42,6 +48,7 @@ def main() -> None:
     args = parse_arguments()
     recipe.CONFIG_OVERRIDES.update(json.loads(args.overrides))
     recipe.AUGMENTATION.update(json.loads(args.augment))
+    recipe.EXTRA_MAX_REPEATS = args.extra_repeats
     print(f"overrides {recipe.CONFIG_OVERRIDES}\naugmentation {recipe.AUGMENTATION}", flush=True)
     logging.basicConfig(level=logging.INFO, format="stenograph: %(message)s")
     recipe.run_demo(

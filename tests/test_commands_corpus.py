@@ -114,6 +114,32 @@ def test_balanced_sentences_hear_every_word_more_often():
     assert min(shares.values()) >= 0.1 * 900 - 1
 
 
+def test_repeats_let_the_balance_reach_words_of_few_sentences():
+    def word_counts(sentences):
+        return collections.Counter(w for s in sentences for w in s.text.split())
+
+    held_out = {"go back now", "go forward now"}
+    distinct = grammar.generate_sentences(
+        2000, seed=1, max_words=6, balance_words=True, exclude=held_out
+    )
+    repeated = grammar.generate_sentences(
+        2000, seed=1, max_words=6, balance_words=True, max_repeats=4, exclude=held_out
+    )
+    for sentences in (distinct, repeated):
+        assert not {s.text for s in sentences} & held_out
+    uses = collections.Counter(s.text for s in repeated)
+    assert max(uses.values()) == 4 and len(uses) < 2000
+    # "now" and "temperature" live in a handful of six-word sentences: distinct draws
+    # hear them a few times at most, repeats several times more often.
+    before, after = word_counts(distinct), word_counts(repeated)
+    for word in ("now", "temperature"):
+        assert after[word] >= 2 * before[word] > 0
+    with pytest.raises(ValueError, match="max_repeats"):
+        grammar.generate_sentences(10, max_repeats=2)  # repeats only when balancing
+    with pytest.raises(ValueError, match="max_repeats"):
+        grammar.generate_sentences(10, balance_words=True, max_repeats=0)
+
+
 @pytest.mark.parametrize("count", [0, 20001])
 def test_generate_sentences_rejects_bad_counts(count):
     with pytest.raises(ValueError, match=f"num_sentences={count}"):
@@ -664,6 +690,9 @@ def test_new_sentences_never_repeat_corpus_sentences(shipped):
     assert fresh != enlarge.new_sentences(300, seed=6, exclude=corpus)
     with pytest.raises(ValueError, match="excluded"):
         enlarge.new_sentences(20_000, seed=5, exclude=corpus)
+    repeated = enlarge.new_sentences(300, seed=5, exclude=corpus, max_repeats=3)
+    assert not {s.text for s in repeated} & corpus
+    assert max(collections.Counter(s.text for s in repeated).values()) <= 3
 
 
 def test_extra_variants_are_new_training_speakers():
@@ -764,6 +793,23 @@ def test_enlarge_training_set_with_two_voices_is_cached_and_held_out(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         enlarge.enlarge_training_set(tmp_path / "mine", SHIPPED_CORPUS_DIR, request, 1, False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.tts
+@needs_tts
+def test_enlarge_with_repeats_may_say_training_sentences_again_never_held_out_ones(tmp_path):
+    from stenograph.pipeline.manifest import read_manifest
+    from stenograph.recipes.commands import enlarge
+
+    request = enlarge.EnlargeRequest(8, seed=7, voices=("espeak-ng/en-us+Gene",), max_repeats=4)
+    result = enlarge.enlarge_training_set(
+        tmp_path / "gen", SHIPPED_CORPUS_DIR, request, workers=1, progress=False
+    )
+    texts = [u.text for u in read_manifest(result["manifest"], strict=True)]
+    assert len(texts) == 8
+    assert not set(texts) & enlarge.corpus_sentences(SHIPPED_CORPUS_DIR, ("dev", "test"))
+    assert set(texts) & enlarge.corpus_sentences(SHIPPED_CORPUS_DIR, ("train",))
+    assert max(collections.Counter(texts).values()) <= 4
 
 
 @pytest.mark.tts

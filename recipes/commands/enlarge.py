@@ -8,7 +8,10 @@ utterances to it:
   shipped corpus's training voices plus extra espeak-ng variants that no split
   has used (`EXTRA_ESPEAK_VARIANTS`), so every dev and test speaker stays unheard;
 - the sentences are new draws from the grammar, never a dev or test sentence of
-  the corpus they enlarge (and not its training sentences either: new text too);
+  the corpus they enlarge (and not its training sentences either: new text too),
+  unless `max_repeats` > 1: then the word balancing may pick a sentence several
+  times, the corpus's training sentences included, each time with another voice,
+  because some words live in only a few short sentences;
 - each utterance gets the generator's variety (rate, pitch, vocal-tract warp,
   tempo, level; reverberation, telephone band and noise on a share of them).
 
@@ -118,6 +121,10 @@ class EnlargeRequest:
         voices: Only these voices: engines, speakers or keys as in
             `voices.select_voices` ("espeak-ng", "rms", "flite/kal16"); None = all.
         engine_weights: Relative share of each engine's utterances.
+        max_repeats: How many utterances may share one sentence (each with its
+            own voice and rendering); more than 1 lets the word balancing repeat
+            the few sentences that carry the grammar's rarest words, the corpus's
+            training sentences among them (dev and test sentences never).
     """
 
     num_utterances: int
@@ -126,6 +133,7 @@ class EnlargeRequest:
     max_words: int = MAX_WORDS
     voices: tuple[str, ...] | None = None
     engine_weights: dict[str, float] = field(default_factory=lambda: dict(EXTRA_ENGINE_WEIGHTS))
+    max_repeats: int = 1
 
 
 def extra_espeak_voices(accents: Sequence[str] | None = None) -> list[Voice]:
@@ -176,9 +184,13 @@ def engines_unavailable_reason(
 
 
 def new_sentences(
-    count: int, seed: int, exclude: Iterable[str], max_words: int = MAX_WORDS
+    count: int,
+    seed: int,
+    exclude: Iterable[str],
+    max_words: int = MAX_WORDS,
+    max_repeats: int = 1,
 ) -> list[Sentence]:
-    """Draws `count` distinct grammar sentences, none of them in `exclude`.
+    """Draws `count` word-balanced grammar sentences, none of them in `exclude`.
 
     Args:
         count: How many sentences.
@@ -186,6 +198,7 @@ def new_sentences(
         exclude: Sentences never to return (the dev and test sentences, and the
             training sentences already spoken).
         max_words: Longest sentence in words.
+        max_repeats: How often one sentence may be drawn (by different voices).
 
     Returns:
         The sentences, word-balanced as `grammar.generate_sentences` makes them.
@@ -194,9 +207,10 @@ def new_sentences(
         ValueError: If the grammar cannot give that many new sentences.
     """
     excluded = set(exclude)
-    wanted = min(20_000, count + len(excluded))
-    drawn = generate_sentences(wanted, seed, max_words, balance_words=True)
-    fresh = [s for s in drawn if s.text not in excluded][:count]
+    room = 20_000 - len(excluded)  # the grammar's draw limit, counting the excluded
+    fresh = []
+    if 0 < count <= room * max_repeats:
+        fresh = generate_sentences(min(count, 20_000), seed, max_words, True, max_repeats, excluded)
     if len(fresh) < count:
         raise ValueError(
             f"The grammar gave only {len(fresh)} sentences outside the {len(excluded)} "
@@ -235,10 +249,12 @@ def plan_training_jobs(
     return jobs
 
 
-def corpus_sentences(corpus_dir: Path) -> set[str]:
-    """Every sentence of a corpus's train, dev and test manifests."""
+def corpus_sentences(
+    corpus_dir: Path, splits: Sequence[str] = ("train", "dev", "test")
+) -> set[str]:
+    """Every sentence of a corpus's manifests of these splits."""
     texts: set[str] = set()
-    for split in ("train", "dev", "test"):
+    for split in splits:
         manifest = corpus_dir / f"{split}.jsonl"
         if manifest.is_file():
             texts |= {u.text for u in read_manifest(manifest)}
@@ -290,8 +306,15 @@ def enlarge_training_set(
     reason = engines_unavailable_reason(request.extra_variants, request.voices)
     if reason is not None:
         raise RuntimeError(reason)
+    # Repeats may say the corpus's training sentences again, with other voices:
+    # some words occur in only a few sentences, and those are often all taken.
+    held_out = ("dev", "test") if request.max_repeats > 1 else ("train", "dev", "test")
     sentences = new_sentences(
-        request.num_utterances, request.seed, corpus_sentences(Path(corpus_dir)), request.max_words
+        request.num_utterances,
+        request.seed,
+        corpus_sentences(Path(corpus_dir), held_out),
+        request.max_words,
+        request.max_repeats,
     )
     voices = training_voices(request.extra_variants, request.voices)
     jobs = plan_training_jobs(voices, sentences, request.seed, None, request.engine_weights)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -258,6 +258,8 @@ def generate_sentences(
     seed: int = 0,
     max_words: int | None = None,
     balance_words: bool = False,
+    max_repeats: int = 1,
+    exclude: Iterable[str] = (),
 ) -> list[Sentence]:
     """Draws distinct sentences from the grammar, taking the categories in turn.
 
@@ -277,12 +279,19 @@ def generate_sentences(
         seed: Seed of the random generator.
         max_words: If set, only sentences of at most this many words (at least 3).
         balance_words: Prefer sentences with the rarest words so far.
+        max_repeats: With `balance_words`, a sentence may be returned up to this
+            many times (each will be spoken by its own voice): the grammar has only
+            a handful of short sentences with some words ("now", "temperature"), so
+            distinct sentences alone leave those words rare however they are chosen.
+        exclude: Sentences never to return (held-out dev and test text).
 
     Returns:
-        `num_sentences` distinct sentences in generation order.
+        `num_sentences` sentences in generation order, distinct unless
+        `max_repeats` > 1.
 
     Raises:
-        ValueError: If `num_sentences` is not in [1, 20000] or `max_words` < 3.
+        ValueError: If `num_sentences` is not in [1, 20000], `max_words` < 3, or
+            `max_repeats` < 1 or set without `balance_words`.
     """
     if not 1 <= num_sentences <= 20_000:
         raise ValueError(
@@ -290,16 +299,21 @@ def generate_sentences(
         )
     if max_words is not None and max_words < 3:
         raise ValueError(f"max_words must be at least 3. Received: max_words={max_words}")
+    if max_repeats < 1 or (max_repeats > 1 and not balance_words):
+        raise ValueError(
+            "max_repeats must be >= 1, and above 1 only with balance_words=True. Received: "
+            f"max_repeats={max_repeats}, balance_words={balance_words}"
+        )
     rng = random.Random(seed)
     generators = _GENERATORS
     if max_words is not None:
         generators = {c: _limited(g, max_words) for c, g in _GENERATORS.items()}
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     sentences: list[Sentence] = []
     open_categories = list(CATEGORIES)
     turn = 0
     if balance_words:
-        return _balanced_sentences(num_sentences, generators, rng)
+        return _balanced_sentences(num_sentences, generators, rng, max_repeats, seen)
     while len(sentences) < num_sentences:
         category = open_categories[turn % len(open_categories)]
         text = _draw_new(generators[category], rng, seen)
@@ -313,14 +327,20 @@ def generate_sentences(
 
 
 def _balanced_sentences(
-    num_sentences: int, generators: dict[str, Callable[[random.Random], str]], rng: random.Random
+    num_sentences: int,
+    generators: dict[str, Callable[[random.Random], str]],
+    rng: random.Random,
+    max_repeats: int,
+    excluded: set[str],
 ) -> list[Sentence]:
     """Picks each sentence among candidates of every category by the rarity of its words.
 
     A category whose share falls below `MIN_CATEGORY_SHARE` supplies the next
     sentence by itself, so digits and numbers, whose words are everywhere, stay in.
+    A sentence leaves the draw once it has been picked `max_repeats` times.
     """
-    seen: set[str] = set()
+    seen = set(excluded)  # sentences that can no longer be picked
+    uses: collections.Counter[str] = collections.Counter()
     sentences: list[Sentence] = []
     per_category: collections.Counter[str] = collections.Counter()
     word_counts: collections.Counter[str] = collections.Counter()
@@ -330,7 +350,7 @@ def _balanced_sentences(
         words = sentence.text.split()
         return sum(1.0 / (1.0 + word_counts[w]) for w in words) / len(words)
 
-    while len(sentences) < num_sentences:
+    while len(sentences) < num_sentences and open_categories:
         floor = MIN_CATEGORY_SHARE * len(sentences)
         starved = [c for c in open_categories if per_category[c] < floor]
         candidates = []
@@ -344,7 +364,9 @@ def _balanced_sentences(
         if not candidates:
             continue
         best = max(candidates, key=rarity)
-        seen.add(best.text)
+        uses[best.text] += 1
+        if uses[best.text] >= max_repeats:
+            seen.add(best.text)
         per_category[best.category] += 1
         word_counts.update(best.text.split())
         sentences.append(best)
