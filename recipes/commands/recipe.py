@@ -14,9 +14,10 @@ after it run again):
 
     1. prepare     the shipped corpus (recipes/commands/data) or `--generate N` new
                    sentences, plus `--extra N` fresh training utterances made with the
-                   installed TTS engines (training speakers only, sentences that no
-                   split of the corpus has; cached in <out>/generated; skipped with a
-                   one-line message when no engine is installed)
+                   installed TTS engines (training speakers only; word-balanced
+                   sentences, never a dev or test one, each said by up to
+                   `EXTRA_MAX_REPEATS` voices; cached in <out>/generated; skipped
+                   with a one-line message when no engine is installed)
                    -> <out>/data/{train,dev,test}.jsonl, vocabulary, config
     2. train       2 strided convolutions + 2xBiLSTM-CTC on log-mels with
                    speed/noise/gain/SpecAugment; making the extra data and training
