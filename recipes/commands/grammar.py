@@ -287,7 +287,8 @@ def generate_sentences(
 
     Returns:
         `num_sentences` sentences in generation order, distinct unless
-        `max_repeats` > 1.
+        `max_repeats` > 1; fewer only if the grammar runs out of sentences outside
+        `exclude`.
 
     Raises:
         ValueError: If `num_sentences` is not in [1, 20000], `max_words` < 3, or
@@ -314,7 +315,7 @@ def generate_sentences(
     turn = 0
     if balance_words:
         return _balanced_sentences(num_sentences, generators, rng, max_repeats, seen)
-    while len(sentences) < num_sentences:
+    while len(sentences) < num_sentences and open_categories:
         category = open_categories[turn % len(open_categories)]
         text = _draw_new(generators[category], rng, seen)
         if text is None:
