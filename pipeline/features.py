@@ -208,6 +208,24 @@ def mel_to_hz(mels: np.ndarray, scale: str = "slaney") -> np.ndarray:
     return np.where(above, break_hz * np.exp(log_step * (mels - break_mel)), mels * linear_step)
 
 
+def fft_frequencies(config: FeatureConfig) -> np.ndarray:
+    """Centre frequency in Hz of each FFT bin: float64 [fft_length // 2 + 1]."""
+    return np.linspace(0.0, config.sample_rate / 2.0, config.fft_length // 2 + 1)
+
+
+def mel_edges_hz(config: FeatureConfig) -> np.ndarray:
+    """Edges of the mel filters in Hz, equally spaced in mels: float64 [M + 2].
+
+    Filter ``m`` rises from edge ``m`` to ``m + 1`` and falls to ``m + 2``.
+    """
+    edges_mel = np.linspace(
+        hz_to_mel(config.fmin, config.mel_scale),
+        hz_to_mel(config.upper_frequency, config.mel_scale),
+        config.num_mel_bins + 2,
+    )
+    return mel_to_hz(edges_mel, config.mel_scale)
+
+
 def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     """Triangular mel filterbank, numerically the same as ``librosa.filters.mel``.
 
@@ -217,15 +235,9 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     Returns:
         float64 array [fft_length // 2 + 1, num_mel_bins] (spectrum @ matrix = mel).
     """
-    fft_frequencies = np.linspace(0.0, config.sample_rate / 2.0, config.fft_length // 2 + 1)
-    edges_mel = np.linspace(
-        hz_to_mel(config.fmin, config.mel_scale),
-        hz_to_mel(config.upper_frequency, config.mel_scale),
-        config.num_mel_bins + 2,
-    )
-    edges_hz = mel_to_hz(edges_mel, config.mel_scale)  # [M + 2]
+    edges_hz = mel_edges_hz(config)  # [M + 2]
     widths = np.diff(edges_hz)  # [M + 1]
-    offsets = edges_hz[:, None] - fft_frequencies[None, :]  # [M + 2, K]
+    offsets = edges_hz[:, None] - fft_frequencies(config)[None, :]  # [M + 2, K]
     rising = -offsets[:-2] / widths[:-1, None]  # [M, K]
     falling = offsets[2:] / widths[1:, None]  # [M, K]
     weights = np.maximum(0.0, np.minimum(rising, falling))  # [M, K]
@@ -274,18 +286,9 @@ def warped_mel_filterbanks(config: FeatureConfig, alphas: tf.Tensor) -> tf.Tenso
     Returns:
         float32 [B, fft_length // 2 + 1, num_mel_bins].
     """
-    nyquist = config.sample_rate / 2.0
-    fft_frequencies = np.linspace(0.0, nyquist, config.fft_length // 2 + 1)
-    edges_hz = mel_to_hz(
-        np.linspace(
-            hz_to_mel(config.fmin, config.mel_scale),
-            hz_to_mel(config.upper_frequency, config.mel_scale),
-            config.num_mel_bins + 2,
-        ),
-        config.mel_scale,
-    )  # [M + 2]
-    warped = vtlp_warp(tf.constant(fft_frequencies, tf.float32), alphas, nyquist)  # [B, K]
-    edges = tf.constant(edges_hz, tf.float32)
+    frequencies = tf.constant(fft_frequencies(config), tf.float32)  # [K]
+    warped = vtlp_warp(frequencies, alphas, config.sample_rate / 2.0)  # [B, K]
+    edges = tf.constant(mel_edges_hz(config), tf.float32)  # [M + 2]
     widths = edges[1:] - edges[:-1]  # [M + 1]
     offsets = edges[None, :, None] - warped[:, None, :]  # [B, M + 2, K]
     rising = -offsets[:, :-2] / widths[:-1, None]  # [B, M, K]

@@ -332,15 +332,15 @@ def _balanced_sentences(
     generators: dict[str, Callable[[random.Random], str]],
     rng: random.Random,
     max_repeats: int,
-    excluded: set[str],
+    seen: set[str],
 ) -> list[Sentence]:
     """Picks each sentence among candidates of every category by the rarity of its words.
 
     A category whose share falls below `MIN_CATEGORY_SHARE` supplies the next
     sentence by itself, so digits and numbers, whose words are everywhere, stay in.
-    A sentence leaves the draw once it has been picked `max_repeats` times.
+    A sentence leaves the draw once it has been picked `max_repeats` times: it joins
+    `seen`, the sentences that can no longer be picked (the excluded ones at first).
     """
-    seen = set(excluded)  # sentences that can no longer be picked
     uses: collections.Counter[str] = collections.Counter()
     sentences: list[Sentence] = []
     per_category: collections.Counter[str] = collections.Counter()
