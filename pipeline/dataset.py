@@ -15,6 +15,10 @@ Stages (each element is one utterance until bucketing):
 6. features for the whole batch at once (one STFT), SpecAugment (training);
 7. prefetch.
 
+With ``DatasetConfig.low_priority`` the threads that run stages 2, 4 and 6 put
+themselves in Linux's idle scheduling class: on a CPU-bound machine they then use
+the cycles the model leaves free instead of preempting its threads.
+
 Memory is bounded by the shuffle/bucket/prefetch buffers, not by corpus size.
 Features are raw log-mels (or MFCCs); normalisation lives in the model
 (``FeatureNormalizer``) so an export carries it.
@@ -202,6 +206,11 @@ class DatasetConfig:
         drop_unalignable: Drop transcripts CTC cannot align in the model's output
             frames. Training must (their loss is infinite); evaluation must not, so
             that hard utterances are scored as errors instead of leaving the WER.
+        low_priority: The threads that decode, augment and featurize put
+            themselves in Linux's ``SCHED_IDLE`` class (elsewhere nothing changes):
+            when the model keeps the CPU busy they run in the cycles it leaves free
+            instead of preempting it. For training on CPU; leave it off when the CPU
+            has other work that would starve the pipeline (e.g. feeding a GPU).
     """
 
     batch_size: int = 32
@@ -220,6 +229,7 @@ class DatasetConfig:
     seed: int = 0
     report_path: str | None = None
     drop_unalignable: bool = True
+    low_priority: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.time_reduction < 1 or self.shuffle_buffer_size < 1:
@@ -399,6 +409,8 @@ class UtteranceLoader:
 
     def __call__(self, index: np.int64) -> tuple[np.ndarray, np.ndarray, np.int32, np.bool_, bytes]:
         """``(waveform [S] float32, labels [L] int32, min_frames, ok, utterance id)``."""
+        if self.config.low_priority:
+            lower_thread_priority()
         utterance = self.utterances[int(index)]
         try:
             waveform, labels = self._load(utterance)
@@ -499,6 +511,39 @@ _EMPTY_LABELS = np.zeros([0], np.int32)
 # ---------------------------------------------------------------------------
 
 
+_worker_state = threading.local()
+
+
+def lower_thread_priority() -> bool:
+    """Puts the calling thread in Linux's idle scheduling class, once per thread.
+
+    Returns:
+        Whether the thread now runs at idle priority (False where the platform
+        has no ``SCHED_IDLE`` or refuses it; the thread is then left as it was).
+    """
+    if getattr(_worker_state, "lowered", None) is None:
+        _worker_state.lowered = False
+        if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+            try:
+                # pid 0 is the calling thread: Linux schedules threads, not processes.
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+                _worker_state.lowered = True
+            except OSError:
+                pass
+    return _worker_state.lowered
+
+
+def _lower_priority_probe() -> np.bool_:
+    return np.bool_(lower_thread_priority())
+
+
+def _in_low_priority_thread(tensor: Any) -> Any:
+    """`tensor`, computed after the running tf.data thread has lowered its priority."""
+    lowered = tf.numpy_function(_lower_priority_probe, [], tf.bool, stateful=True)
+    with tf.control_dependencies([lowered]):
+        return tf.nest.map_structure(tf.identity, tensor)
+
+
 def _decode_stage(loader: UtteranceLoader) -> Any:
     def decode(index: tf.Tensor) -> tuple[Example, tf.Tensor]:
         waveform, labels, min_frames, ok, utterance_id = tf.numpy_function(
@@ -537,8 +582,11 @@ def _augment_stage(
     feature_config: FeatureConfig,
     time_reduction: int,
     noise_bank: NoiseBank | None,
+    low_priority: bool,
 ) -> Any:
     def augment(example: Example) -> Example:
+        if low_priority:
+            example = _in_low_priority_thread(example)
         waveform_seed = split_seed(example.seed, 2)[0]
         # The largest speed factor that still leaves CTC its frames, rounded down to
         # the resampler's 0.01 grid so rounding cannot overshoot it.
@@ -554,9 +602,11 @@ def _augment_stage(
 
 
 def _feature_stage(
-    feature_config: FeatureConfig, augment: AugmentConfig | None, training: bool
+    feature_config: FeatureConfig, augment: AugmentConfig | None, training: bool, low_priority: bool
 ) -> Any:
     def featurize(batch: Example) -> Batch:
+        if low_priority:
+            batch = _in_low_priority_thread(batch)
         batch_seed = split_seed(batch.seed[0], 2)[1]
         dither_seed, mask_seed = tf.unstack(split_seed(batch_seed, 2))
         warp_factors = None
@@ -760,11 +810,13 @@ def make_dataset(
         if noise_bank is None and config.augment.noise_probability > 0:
             kinds = tuple(config.augment.noise_kinds)
             noise_bank = default_noise_bank(kinds, feature_config.sample_rate)
-        stage = _augment_stage(config.augment, feature_config, config.time_reduction, noise_bank)
+        stage = _augment_stage(
+            config.augment, feature_config, config.time_reduction, noise_bank, config.low_priority
+        )
         dataset = dataset.map(stage, num_parallel_calls=_parallelism(config))
     dataset = _bucket_or_batch(dataset, config, feature_config.sample_rate)
     dataset = dataset.map(
-        _feature_stage(feature_config, config.augment, training),
+        _feature_stage(feature_config, config.augment, training, config.low_priority),
         num_parallel_calls=_parallelism(config),
     )
     if config.prefetch is not None:

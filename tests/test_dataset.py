@@ -1,6 +1,8 @@
 """The tf.data pipeline end to end on a small corpus with bad files mixed in."""
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from stenograph.pipeline.dataset import (
     alignment_problem,
     ctc_min_frames,
     decoded_source,
+    lower_thread_priority,
     make_dataset,
     min_samples_for_frames,
 )
@@ -250,6 +253,56 @@ def test_autotune_off_gives_the_same_batches_without_tf_data_autotuning(corpus, 
     for a, b in zip(collect(tuned), collect(fixed), strict=True):
         assert list(a.utterance_ids) == list(b.utterance_ids)
         np.testing.assert_array_equal(a.features, b.features)
+
+
+SCHED_IDLE_SUPPORTED = hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE")
+
+
+def _idle_threads() -> int:
+    """Threads of this process in the SCHED_IDLE class (Linux's /proc)."""
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        count += int(fields[38]) == os.SCHED_IDLE  # field 41 of proc(5): policy
+    return count
+
+
+@pytest.mark.skipif(not SCHED_IDLE_SUPPORTED, reason="SCHED_IDLE is Linux-only")
+def test_lower_thread_priority_changes_only_the_calling_thread():
+    results = {}
+
+    def worker():
+        results["first"] = lower_thread_priority()
+        results["again"] = lower_thread_priority()
+        results["policy"] = os.sched_getscheduler(0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert results == {"first": True, "again": True, "policy": os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the test's own thread is untouched
+
+
+@pytest.mark.skipif(not SCHED_IDLE_SUPPORTED, reason="SCHED_IDLE is Linux-only")
+def test_low_priority_pipeline_gives_the_same_batches_from_idle_threads(corpus, vocabulary):
+    augment = AugmentConfig(speed_probability=1.0, noise_probability=0.0)
+    normal = eval_config(augment=augment, autotune=False, seed=5)
+    idle = eval_config(augment=augment, autotune=False, seed=5, low_priority=True)
+    before = _idle_threads()
+    expected = collect(make_dataset(corpus["good"], vocabulary, FEATURES, normal, training=True))
+    assert _idle_threads() == before
+    iterator = iter(make_dataset(corpus["good"], vocabulary, FEATURES, idle, training=True))
+    got = list(iterator)
+    # tf.data's workers stay alive with the iterator; those that ran a stage are idle.
+    assert _idle_threads() > before
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
+    for a, b in zip(expected, got, strict=True):
+        assert list(a.utterance_ids) == list(b.utterance_ids.numpy())
+        np.testing.assert_array_equal(a.features, b.features.numpy())
 
 
 def test_memory_cache_repeats_the_same_utterances(corpus, vocabulary):
