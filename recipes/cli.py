@@ -81,6 +81,51 @@ def _load_tensorflow_quietly() -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
+def intra_op_threads(cpu_cores: int, gpus: int, environment: dict[str, str]) -> int | None:
+    """How many threads TensorFlow should give one op (None: TensorFlow's default).
+
+    On a CPU-only machine with at most 2 cores, 1. There the two directions of a
+    BiLSTM layer already run side by side as separate ops and fill both cores, so
+    splitting an op over threads only adds hand-offs: the demo's training step took
+    75 ms instead of 84 ms with one thread per op (`benchmarks/README.md`). Larger
+    or GPU machines keep TensorFlow's default, as does a user who set
+    `TF_NUM_INTRAOP_THREADS`.
+
+    Args:
+        cpu_cores: Cores this process may run on.
+        gpus: GPUs TensorFlow sees.
+        environment: The process environment.
+
+    Returns:
+        The thread count to set, or None to leave TensorFlow's choice.
+    """
+    if "TF_NUM_INTRAOP_THREADS" in environment or gpus or cpu_cores > 2:
+        return None
+    return 1
+
+
+def _cpu_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def configure_threads() -> None:
+    """Applies `intra_op_threads`; TensorFlow allows it only before its first op."""
+    import tensorflow as tf
+
+    threads = intra_op_threads(
+        _cpu_cores(), len(tf.config.list_physical_devices("GPU")), dict(os.environ)
+    )
+    if threads is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        # TensorFlow already ran ops in this process (e.g. `main` called from Python).
+        _log.debug("TensorFlow is running already: its thread counts stay as they are")
+
+
 class CommandError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
 
@@ -147,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _load_tensorflow_quietly()
+    configure_threads()
     parser = build_parser()
     args = parse_arguments(parser, argv)
     logging.basicConfig(

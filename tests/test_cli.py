@@ -1,9 +1,10 @@
+import os
 import subprocess
 import sys
 
 import pytest
 
-from stenograph.recipes.cli import _is_startup_noise
+from stenograph.recipes.cli import _is_startup_noise, intra_op_threads
 
 
 def test_native_startup_noise_is_recognised_and_real_errors_are_not():
@@ -72,3 +73,38 @@ def test_files_may_follow_options_on_the_command_line():
         parse_arguments(parser, ["transcribe", "exp", "a.wav", "--no-such-option"])
     with pytest.raises(SystemExit):  # and so is a stray word where no files are taken
         parse_arguments(parser, ["evaluate", "--exp-dir", "exp", "--manifest", "m", "extra"])
+
+
+@pytest.mark.parametrize(
+    ("cores", "gpus", "environment", "expected"),
+    [
+        (2, 0, {}, 1),  # the BiLSTM's two directions already fill both cores
+        (1, 0, {}, 1),
+        (4, 0, {}, None),  # larger machines keep TensorFlow's choice
+        (2, 1, {}, None),  # so do GPU machines
+        (2, 0, {"TF_NUM_INTRAOP_THREADS": "2"}, None),  # and a user's own setting
+    ],
+)
+def test_intra_op_threads_is_one_only_on_small_cpu_only_machines(
+    cores, gpus, environment, expected
+):
+    assert intra_op_threads(cores, gpus, environment) == expected
+
+
+def test_the_command_line_runs_ops_on_one_thread_each_on_a_two_core_cpu():
+    script = (
+        "import os\n"
+        "os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:2]))\n"
+        "from stenograph.recipes import cli\n"
+        "cli._load_tensorflow_quietly()\n"
+        "cli.configure_threads()\n"
+        "import tensorflow as tf\n"
+        "threads = tf.config.threading.get_intra_op_parallelism_threads()\n"
+        "print(len(tf.config.list_physical_devices('GPU')), threads)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True
+    )
+    gpus, threads = map(int, result.stdout.split())
+    assert threads == (0 if gpus else 1)  # 0: TensorFlow's own choice
