@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+from stenograph.recipes import cli
 from stenograph.recipes.commands import recipe
 
 
@@ -46,6 +47,7 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> None:
     """Patches the recipe and runs the demo."""
     args = parse_arguments()
+    cli.configure_threads()  # as `stenograph demo` does
     recipe.CONFIG_OVERRIDES.update(json.loads(args.overrides))
     recipe.AUGMENTATION.update(json.loads(args.augment))
     recipe.EXTRA_MAX_REPEATS = args.extra_repeats
