@@ -87,7 +87,7 @@ def intra_op_threads(cpu_cores: int, gpus: int, environment: dict[str, str]) -> 
     On a CPU-only machine with at most 2 cores, 1. There the two directions of a
     BiLSTM layer already run side by side as separate ops and fill both cores, so
     splitting an op over threads only adds hand-offs: the demo's training step took
-    75 ms instead of 84 ms with one thread per op (`benchmarks/README.md`). Larger
+    76 ms instead of 87 ms with one thread per op (`benchmarks/README.md`). Larger
     or GPU machines keep TensorFlow's default, as does a user who set
     `TF_NUM_INTRAOP_THREADS`.
 

@@ -430,8 +430,7 @@ def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> A
     """The pipeline's `DatasetConfig` for this experiment.
 
     Training drops utterances longer than `data.max_duration` and transcripts CTC
-    cannot align; evaluation keeps and scores every decodable utterance. Training on
-    CPU runs the pipeline at idle priority (`data.dataset.low_priority`).
+    cannot align; evaluation keeps and scores every decodable utterance.
     """
     options = {
         # Every epoch (and validation) iterates a new pipeline, and dropping the last
@@ -440,10 +439,6 @@ def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> A
         # wall time; without autotuning none, the same steps/s. `data.dataset.autotune`
         # turns it back on.
         "autotune": False,
-        # On CPU the model keeps the cores busy; at normal priority the pipeline's
-        # threads preempted it (demo step 75 ms -> 72 ms at idle priority, on top
-        # of one thread per op: benchmarks/README.md). A GPU's feeder keeps normal.
-        "low_priority": training and not tf.config.list_physical_devices("GPU"),
         **config.data.dataset,
         "batch_size": config.data.batch_size,
         "time_reduction": config.model.reduction_factor,
