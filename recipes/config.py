@@ -266,7 +266,11 @@ class ExperimentConfig:
         return cls.from_dict(values)
 
     def override(self, overrides: dict[str, Any]) -> ExperimentConfig:
-        """Returns a copy with dotted-key overrides applied, e.g. `{"train.epochs": 3}`."""
+        """Returns a copy with dotted-key overrides applied, e.g. `{"train.epochs": 3}`.
+
+        A key may reach into a setting that is a mapping, such as `data.dataset`:
+        `{"data.dataset.autotune": True}` changes that entry and keeps the others.
+        """
         values = self.to_dict()
         for key, value in overrides.items():
             section, _, name = key.partition(".")
@@ -275,8 +279,27 @@ class ExperimentConfig:
                     f"Override keys look like 'section.name' with section in data, features, "
                     f"model, train. Received: {key!r}"
                 )
-            values[section][name] = value
+            _set_dotted(values[section], name, value, key)
         return ExperimentConfig.from_dict(values)
+
+
+def _set_dotted(mapping: dict[str, Any], name: str, value: Any, key: str) -> None:
+    """Sets `name` ("a" or "a.b.c") in `mapping`, creating the mappings on the way."""
+    head, _, rest = name.partition(".")
+    if not rest:
+        mapping[head] = value
+        return
+    inner = mapping.get(head)
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, dict):
+        raise ValueError(
+            f"Override {key!r} reaches into {head!r}, which is not a mapping "
+            f"(its value is {inner!r}); set {head!r} itself instead."
+        )
+    inner = dict(inner)
+    _set_dotted(inner, rest, value, key)
+    mapping[head] = inner
 
 
 def _dataclass_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:

@@ -127,3 +127,27 @@ def test_config_json_round_trip_and_overrides(tmp_path):
         config.override({"train.epoch": 3})
     assert parse_override("train.learning_rate=3e-4") == ("train.learning_rate", 3e-4)
     assert parse_override("train.precision=mixed_bfloat16") == ("train.precision", "mixed_bfloat16")
+
+
+def test_dotted_overrides_reach_into_mapping_settings_and_keep_the_rest():
+    config = ExperimentConfig(model=model_preset("tiny")).override(
+        {"data.dataset": {"cache": "memory", "augment": {"freq_masks": 2, "time_masks": 2}}}
+    )
+    changed = config.override(
+        dict(
+            [
+                parse_override("data.dataset.low_priority=true"),
+                ("data.dataset.augment.freq_masks", 0),
+            ]
+        )
+    )
+    assert changed.data.dataset == {
+        "cache": "memory",
+        "augment": {"freq_masks": 0, "time_masks": 2},
+        "low_priority": True,
+    }
+    assert config.data.dataset["augment"]["freq_masks"] == 2  # the original is untouched
+    fresh = ExperimentConfig().override({"data.dataset.autotune": True})
+    assert fresh.data.dataset == {"autotune": True}
+    with pytest.raises(ValueError, match="reaches into 'epochs', which is not a mapping"):
+        config.override({"train.epochs.max": 3})
