@@ -210,7 +210,7 @@ class DatasetConfig:
         low_priority: The threads that decode, augment and featurize become
             ``LOW_PRIORITY_NICENESS`` nicer (Linux; elsewhere nothing changes): when
             a CPU-trained model keeps the cores busy they use the cycles it leaves
-            free instead of preempting it (demo training step 75 -> 67 ms on 2
+            free instead of preempting it (demo training step 76 -> 68 ms on 2
             cores). Only for machines that do nothing else: any other busy program
             starves the pipeline and training with it (the same step took 1.1 s
             next to two busy loops, against 0.16 s at normal priority).
@@ -734,10 +734,10 @@ def decoded_source(
 def _parallelism(config: DatasetConfig) -> int:
     if config.num_parallel_calls is not None:
         return config.num_parallel_calls
-    return tf.data.AUTOTUNE if config.autotune else _cpu_cores()
+    return tf.data.AUTOTUNE if config.autotune else cpu_cores()
 
 
-def _cpu_cores() -> int:
+def cpu_cores() -> int:
     """CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))

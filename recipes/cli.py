@@ -104,18 +104,14 @@ def intra_op_threads(cpu_cores: int, gpus: int, environment: dict[str, str]) -> 
     return 1
 
 
-def _cpu_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 def configure_threads() -> None:
     """Applies `intra_op_threads`; TensorFlow allows it only before its first op."""
     import tensorflow as tf
 
+    from stenograph.pipeline.dataset import cpu_cores
+
     threads = intra_op_threads(
-        _cpu_cores(), len(tf.config.list_physical_devices("GPU")), dict(os.environ)
+        cpu_cores(), len(tf.config.list_physical_devices("GPU")), dict(os.environ)
     )
     if threads is None:
         return
