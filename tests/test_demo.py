@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from stenograph.pipeline.manifest import Utterance
+from stenograph.pipeline.manifest import Utterance, read_manifest
+from stenograph.pipeline.text import Vocabulary
 from stenograph.recipes import cli
 from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe, splits
 from stenograph.recipes.config import ExperimentConfig, model_preset
@@ -158,6 +159,24 @@ def test_import_splits_reads_the_shipped_corpus_and_names_a_missing_manifest(tmp
         recipe.import_splits(argparse.Namespace(corpus=tmp_path))
 
 
+def test_lm_grammar_text_never_holds_a_held_out_sentence(tmp_path):
+    from stenograph.pipeline.manifest import write_manifest
+
+    first = recipe.lm_grammar_text([], num_sentences=300)
+    assert len(first) == len(set(first)) == 300
+    assert recipe.lm_grammar_text([], num_sentences=300) == first  # reproducible
+    assert recipe.lm_grammar_text([], num_sentences=0) == []
+    # Held-out manifests say two of those sentences (one in other case and spacing).
+    held = [first[0], "  " + first[7].upper().replace(" ", "  ")]
+    for split, text in zip(("dev", "test"), held, strict=True):
+        utterance = Utterance(split, str(tmp_path / f"{split}.flac"), text, 1.0)
+        write_manifest(tmp_path / f"{split}.jsonl", [utterance])
+    manifests = [tmp_path / "dev.jsonl", tmp_path / "test.jsonl"]
+    drawn = recipe.lm_grammar_text(manifests, num_sentences=300)
+    assert len(drawn) == 300
+    assert first[0] not in drawn and first[7] not in drawn
+
+
 def test_cli_registers_demo_and_generate_commands():
     parser = cli.build_parser()
     args = parser.parse_args(["demo", "--out", "x", "--minutes", "3", "--epochs", "7"])
@@ -196,6 +215,18 @@ def test_demo_smoke_run_trains_evaluates_exports_transcribes_and_resumes(
     assert set(summary["by_speaker"]["test"]["lm"]) == set(splits.TEST_SPEAKERS)
     assert (out / "export" / "saved_model.pb").is_file()
     assert (out / "model" / "lm" / "lm.binary").is_file()
+    # The LM read grammar sentences beyond the 827 training transcripts, and no
+    # dev or test sentence.
+    lm_text = set((out / "model" / "lm" / "lm.corpus.txt").read_text().splitlines())
+    assert len(lm_text) > 5000
+    normalize = Vocabulary.load(out / "model" / "vocabulary.json").normalize
+    held_out = {
+        normalize(u.text)
+        for split in ("dev", "test")
+        for u in read_manifest(out / "data" / f"{split}.jsonl", allow_outside_root=True)
+    }
+    assert len(held_out) > 150
+    assert not lm_text & held_out
     assert len(summary["transcripts"]) == 2
     assert all(row["reference"] for row in summary["transcripts"])
     assert json.loads((out / "demo_summary.json").read_text())["seconds"]["total"] > 0
