@@ -6,8 +6,9 @@ The alsa-utils package ships 8 recordings of one human speaker saying the gramma
 positions (`/usr/share/sounds/alsa/{Front,Rear,Side}_{Left,Center,Right}.wav`, 48 kHz;
 the reference is the file name). Each export transcribes them with `stenograph
 transcribe`, greedy and with its tuned LM (`--decoder auto`); jiwer gives CER and the
-words wrong of 16. Eight phrases of one speaker: a sanity check of human speech, not a
-test set (RESULTS.md shows how much two runs of the same recipe differ on it).
+word errors (substitutions, deletions and insertions) in the 16 words. Eight phrases
+of one speaker: a sanity check of human speech, not a test set (RESULTS.md shows how
+much two runs of the same recipe differ on it).
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ def transcribe(export: Path, decoder: str) -> dict[str, str]:
 
 
 def score(export: Path) -> str:
-    """One line: greedy and LM CER and words wrong for an export."""
+    """One line: greedy and LM CER and word errors for an export."""
     references = [reference(path) for path in RECORDINGS]
     parts = []
     for decoder in ("greedy", "auto"):
         found = transcribe(export, decoder)
         hypotheses = [found.get(str(path), "").strip() for path in RECORDINGS]
         words = sum(len(text.split()) for text in references)
-        wrong = round(jiwer.wer(references, hypotheses) * words)
+        errors = round(jiwer.wer(references, hypotheses) * words)
         cer = 100 * jiwer.cer(references, hypotheses)
-        parts.append(f"{decoder}: CER {cer:.1f}%, {wrong} of {words} words wrong")
+        # Insertions count too, so the errors can outnumber the words.
+        parts.append(f"{decoder}: CER {cer:.1f}%, {errors} word errors in {words} words")
     return f"{export}: " + "; ".join(parts)
 
 
