@@ -81,8 +81,8 @@ LM_ORDER = 4
 # The LM also reads this many sentences drawn from the grammar (dev and test
 # sentences excluded): text costs nothing where the grammar is known, and the
 # training transcripts alone (repeats included) leave most word sequences unseen.
-# Ten trained models, LM weights tuned on dev each time: dev WER 9.69 -> 9.58%,
-# test 5.36 -> 5.04% (RESULTS.md, session 7).
+# Twelve trained demo folders, LM weights tuned on dev each time: dev WER 9.48 ->
+# 9.31%, test 5.31 -> 5.01% (benchmarks/lm_text.py; RESULTS.md, session 7).
 LM_GRAMMAR_SENTENCES = 20_000
 LM_GRAMMAR_SEED = 1
 BEAM_WIDTH = 32
