@@ -151,12 +151,16 @@ def test_config_json_and_keras_round_trips(rng, tmp_path):
 def test_fit_step_with_lengths(rng):
     features = keras.Input((None, D))
     lengths = keras.Input((), dtype="int32")
-    hidden = BiLSTMStack(H, num_layers=2, dropout=0.1)(features, sequence_lengths=lengths)
+    # Seeded dropout and initialisers, and a step size Adam does not overshoot with:
+    # at 0.05 and unseeded, TF 2.17 once ended 3 steps above its first loss.
+    keras.utils.set_random_seed(0)
+    stack = BiLSTMStack(H, num_layers=2, dropout=0.1, seed=0)
+    hidden = stack(features, sequence_lengths=lengths)
     model = keras.Model([features, lengths], keras.layers.Dense(1)(hidden))
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     x = _x(rng, batch=8)
     y = np.cumsum(x[..., :1], axis=1) * 0.1
-    history = model.fit([x, np.full(8, T, "int32")], y, epochs=3, batch_size=8, verbose=0)
+    history = model.fit([x, np.full(8, T, "int32")], y, epochs=5, batch_size=8, verbose=0)
     losses = history.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
