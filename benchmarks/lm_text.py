@@ -56,13 +56,15 @@ def score_folder(out: Path, counts: list[int], beam_width: int, order: int) -> d
     )
 
     exp, data = out / "model", out / "data"
-    held_out = [data / "dev.jsonl", data / "test.jsonl"]
-    vocabulary, dev_log_probs, dev_refs = experiment_log_probs(exp, held_out[0])
-    _, test_log_probs, test_refs = experiment_log_probs(exp, held_out[1])
+    vocabulary, dev_log_probs, dev_refs = experiment_log_probs(exp, data / "dev.jsonl")
+    _, test_log_probs, test_refs = experiment_log_probs(exp, data / "test.jsonl")
     transcripts, normalize = experiment_transcripts(exp)
     results = {}
     for count in counts:
-        text = [*transcripts, *recipe.lm_grammar_text(held_out, count)]
+        # The references are the held-out sentences (normalised; the grammar's
+        # exclusion ignores case and spacing).
+        grammar_text = recipe.lm_grammar_text([*dev_refs, *test_refs], count)
+        text = [*transcripts, *grammar_text]
         with tempfile.TemporaryDirectory() as folder:
             files = build_lm(text, folder, order=order, normalize=normalize)
 

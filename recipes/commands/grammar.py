@@ -283,7 +283,8 @@ def generate_sentences(
             many times (each will be spoken by its own voice): the grammar has only
             a handful of short sentences with some words ("now", "temperature"), so
             distinct sentences alone leave those words rare however they are chosen.
-        exclude: Sentences never to return (held-out dev and test text).
+        exclude: Sentences never to return (held-out dev and test text), in any
+            case and spacing.
 
     Returns:
         `num_sentences` sentences in generation order, distinct unless
@@ -309,7 +310,9 @@ def generate_sentences(
     generators = _GENERATORS
     if max_words is not None:
         generators = {c: _limited(g, max_words) for c, g in _GENERATORS.items()}
-    seen: set[str] = set(exclude)
+    # Compare excluded text in the grammar's own form (lower case, single-spaced), so
+    # that held-out sentences from an edited manifest still match.
+    seen: set[str] = {" ".join(text.lower().split()) for text in exclude}
     sentences: list[Sentence] = []
     open_categories = list(CATEGORIES)
     turn = 0

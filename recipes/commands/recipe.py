@@ -47,7 +47,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,13 +360,11 @@ def lm_unavailable_reason() -> str | None:
     )
 
 
-def lm_grammar_text(
-    held_out: Sequence[Path], num_sentences: int = LM_GRAMMAR_SENTENCES
-) -> list[str]:
-    """Sentences drawn from the grammar for the LM, none of them in a held-out split.
+def lm_grammar_text(exclude: Iterable[str], num_sentences: int = LM_GRAMMAR_SENTENCES) -> list[str]:
+    """Sentences drawn from the grammar for the LM, none of them held out.
 
     Args:
-        held_out: Manifests whose sentences the LM must never read (dev, test).
+        exclude: Sentences the LM must never read (the dev and test sentences).
         num_sentences: How many distinct sentences to draw (0: none).
 
     Returns:
@@ -374,13 +372,7 @@ def lm_grammar_text(
     """
     if num_sentences <= 0:
         return []
-    # The grammar writes lower case, single-spaced: compare held-out text in that form.
-    excluded = {
-        " ".join(u.text.lower().split())
-        for path in held_out
-        for u in read_manifest(path, allow_outside_root=True)
-    }
-    drawn = grammar.generate_sentences(num_sentences, seed=LM_GRAMMAR_SEED, exclude=excluded)
+    drawn = grammar.generate_sentences(num_sentences, seed=LM_GRAMMAR_SEED, exclude=exclude)
     return [sentence.text for sentence in drawn]
 
 
@@ -721,7 +713,10 @@ def run_demo(
     reason = lm_unavailable_reason()
     lm_choice = None
     if reason is None:
-        held_out = [paths.manifest("dev"), paths.manifest("test")]
+        from .enlarge import corpus_sentences
+
+        # The same held-out sentences the extra training data keeps out.
+        held_out = corpus_sentences(corpus, ("dev", "test"))
         lm_choice = build_and_tune_lm(
             exp_dir, paths.manifest("dev"), *lm_weights, extra_text=lm_grammar_text(held_out)
         )
