@@ -73,11 +73,15 @@ DEFAULT_BEAM_WIDTH = 64
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.0
 DEFAULT_HOTWORD_WEIGHT = 10.0
+#: Added to the score of a word the LM's word list does not hold (pyctcdecode's
+#: default). Much lower values confine the search to known words, for closed
+#: vocabularies such as command sets.
+DEFAULT_UNK_SCORE_OFFSET = -10.0
 SPACE = " "
 #: Written into an experiment by `stenograph lm tune` (and the recipes' LM stage).
 TUNED_DECODING_FILE = "decoding.json"
 EXPORT_EXTRA_DIR = "assets.extra"  # where an export keeps its copy (see recipes.export)
-_TUNED_KEYS = ("lm_path", "alpha", "beta", "beam_width")
+_TUNED_KEYS = ("lm_path", "alpha", "beta", "beam_width", "unk_score_offset")
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,7 @@ class PrefixBeamDecoder:
         hotword_weight: The boost, in log-probability per character matched.
         unigrams: The LM's word list; by default read from ``<lm>.unigrams.txt``.
         backend: ``"auto"``, ``"ctc-beam-decoder"`` or ``"pyctcdecode"``.
+        unk_score_offset: Added to the score of each word outside the LM's word list.
         beam_prune_logp: Beams this far below the best are dropped.
         token_min_logp: Tokens below this log-probability are skipped unless best.
     """
@@ -372,6 +377,7 @@ class PrefixBeamDecoder:
         hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
         unigrams: Sequence[str] | None = None,
         backend: str = "auto",
+        unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET,
         beam_prune_logp: float = -10.0,
         token_min_logp: float = -5.0,
     ) -> None:
@@ -384,6 +390,7 @@ class PrefixBeamDecoder:
         self.hotword_weight = float(hotword_weight)
         self.beam_prune_logp = float(beam_prune_logp)
         self.token_min_logp = float(token_min_logp)
+        self.unk_score_offset = float(unk_score_offset)
         self.backend = choose_backend(backend, _available_backends())
         self.lm_path = None if lm_path is None else Path(lm_path)
         self._engine = self._build_engine(alpha, beta, unigrams)
@@ -404,6 +411,7 @@ class PrefixBeamDecoder:
             unigrams=_resolve_unigrams(self.lm_path, unigrams),
             alpha=float(alpha),
             beta=float(beta),
+            unk_score_offset=self.unk_score_offset,
         )
 
     def decode_one(self, log_probs: np.ndarray) -> DecodeResult:
@@ -445,6 +453,7 @@ def make_decoder(
     hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
     unigrams: Sequence[str] | None = None,
     backend: str = "auto",
+    unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET,
 ) -> Decoder:
     """Builds a decoder.
 
@@ -459,6 +468,7 @@ def make_decoder(
         hotword_weight: Weight for hotwords given without one.
         unigrams: The LM's word list; default ``<lm>.unigrams.txt`` beside the model.
         backend: Beam-search engine, see `BACKENDS`.
+        unk_score_offset: Score added per word outside the LM's word list (lm only).
 
     Returns:
         An object with ``decode_batch(log_probs, lengths) -> list[DecodeResult]``.
@@ -497,6 +507,7 @@ def make_decoder(
         hotword_weight=weight,
         unigrams=unigrams,
         backend=backend,
+        unk_score_offset=unk_score_offset,
     )
 
 
@@ -507,7 +518,8 @@ def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
         model_dir: An experiment folder (or an export holding a copy of the file).
 
     Returns:
-        ``lm_path``, ``alpha``, ``beta`` and ``beam_width`` where recorded; empty when
+        ``lm_path``, ``alpha``, ``beta``, ``beam_width`` and ``unk_score_offset``
+        where recorded; empty when
         the folder has no ``decoding.json`` or it cannot be read (logged).
     """
     path = Path(model_dir) / TUNED_DECODING_FILE
@@ -588,4 +600,6 @@ def describe_decoder(options: dict[str, Any]) -> str:
             f"beta {options.get('beta', DEFAULT_BETA)}",
             *details,
         ]
+        if options.get("unk_score_offset", DEFAULT_UNK_SCORE_OFFSET) != DEFAULT_UNK_SCORE_OFFSET:
+            details.append(f"unknown words {options['unk_score_offset']:g}")
     return f"decoder {kind} ({', '.join(details)})"

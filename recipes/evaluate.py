@@ -148,6 +148,7 @@ def make_batch_decoder(
     alpha: float | None,
     beta: float | None,
     tuned_from: str | os.PathLike[str] | None = None,
+    unk_score_offset: float | None = None,
 ) -> Any:
     """`recipes.decoding.make_decoder` for beam/LM decoding (None for greedy).
 
@@ -158,7 +159,13 @@ def make_batch_decoder(
         return None
     from .decoding import describe_decoder, make_decoder, with_tuned_defaults
 
-    given = {"beam_width": beam_width, "lm_path": lm_path or None, "alpha": alpha, "beta": beta}
+    given = {
+        "beam_width": beam_width,
+        "lm_path": lm_path or None,
+        "alpha": alpha,
+        "beta": beta,
+        "unk_score_offset": unk_score_offset,
+    }
     if tuned_from is not None:
         given = with_tuned_defaults({"kind": kind, **given}, tuned_from)
         given.pop("kind")
@@ -203,6 +210,7 @@ def evaluate(
     lm_path: str | None = None,
     alpha: float | None = None,
     beta: float | None = None,
+    unk_score_offset: float | None = None,
     weights: str = "best",
     batch_size: int | None = None,
     limit: int = 0,
@@ -221,6 +229,8 @@ def evaluate(
         lm_path: KenLM model for "lm" (None: the one `stenograph lm tune` recorded).
         alpha: LM weight for "lm" (None: tuned, else the default).
         beta: Word insertion bonus for "lm" (None: tuned, else the default).
+        unk_score_offset: Score per word outside the LM's word list, for "lm" (None:
+            tuned, else the default).
         weights: "best", "last" or a weights file.
         batch_size: Override the experiment's batch size.
         limit: Evaluate only the first N utterances (0 = all).
@@ -254,7 +264,14 @@ def evaluate(
         else (Path(exp_dir) / "eval" / f"{Path(manifest).stem}-{decoder}.jsonl")
     )
     batch_decoder = make_batch_decoder(
-        decoder, experiment.vocabulary, beam_width, lm_path, alpha, beta, tuned_from=exp_dir
+        decoder,
+        experiment.vocabulary,
+        beam_width,
+        lm_path,
+        alpha,
+        beta,
+        tuned_from=exp_dir,
+        unk_score_offset=unk_score_offset,
     )
     drops = data_lib.DropReport()
     dataset = make_dataset(utterances, experiment.vocabulary, config, training=False, report=drops)
@@ -353,6 +370,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, help="LM weight (default: tuned)")
     parser.add_argument("--beta", type=float, help="word insertion bonus (default: tuned)")
+    parser.add_argument(
+        "--unk-score-offset",
+        type=float,
+        help="score added per word outside the LM's word list (default: tuned, else -10)",
+    )
     parser.add_argument("--weights", default="best", help="best, last or a .weights.h5 file")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances")
@@ -391,6 +413,7 @@ def run_command(args: argparse.Namespace) -> int:
             lm_path=args.lm_path,
             alpha=args.alpha,
             beta=args.beta,
+            unk_score_offset=args.unk_score_offset,
             weights=args.weights,
             batch_size=args.batch_size,
             limit=args.limit,

@@ -43,7 +43,13 @@ import numpy as np
 
 from stenograph.pipeline.text import TextNormalizer
 
-from .decoding import DEFAULT_BEAM_WIDTH, TUNED_DECODING_FILE, Decoder, make_decoder
+from .decoding import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_UNK_SCORE_OFFSET,
+    TUNED_DECODING_FILE,
+    Decoder,
+    make_decoder,
+)
 
 __all__ = [
     "DECODING_FILE",
@@ -645,6 +651,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--betas", type=_float_list, default=[0.0, 0.5, 1.0, 2.0, 3.0])
     tune.add_argument("--random", type=int, default=0, help="N random pairs within the ranges")
     tune.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH)
+    tune.add_argument(
+        "--unk-score-offset",
+        type=float,
+        default=DEFAULT_UNK_SCORE_OFFSET,
+        help="score added per word outside the LM's word list (e.g. -30 for a closed "
+        "vocabulary); recorded with alpha/beta",
+    )
     tune.add_argument("--limit", type=int, default=0, help="use the first N utterances")
     tune.add_argument("--no-write", action="store_true", help="do not write decoding.json")
     tune.set_defaults(handler=run_tune)
@@ -707,7 +720,15 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"lm tune: {len(kept)} utterances; greedy WER {greedy_wer:.2%}")
 
     def factory(alpha: float, beta: float) -> Decoder:
-        return make_decoder("lm", vocabulary, args.beam_width, lm_path, alpha, beta)
+        return make_decoder(
+            "lm",
+            vocabulary,
+            args.beam_width,
+            lm_path,
+            alpha,
+            beta,
+            unk_score_offset=args.unk_score_offset,
+        )
 
     result = tune_lm_weights(
         [lp for lp, _ in kept],
@@ -727,6 +748,7 @@ def run_tune(args: argparse.Namespace) -> int:
                 "alpha": best.alpha,
                 "beta": best.beta,
                 "beam_width": args.beam_width,
+                "unk_score_offset": args.unk_score_offset,
                 "dev_manifest": str(args.manifest),
                 "dev_wer": best.wer,
                 "greedy_wer": greedy_wer,

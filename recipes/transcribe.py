@@ -534,6 +534,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--beta", type=float, default=None, help="word insertion bonus (default: tuned)"
     )
     parser.add_argument(
+        "--unk-score-offset",
+        type=float,
+        default=None,
+        help="score added per word outside the LM's word list (default: tuned, else -10)",
+    )
+    parser.add_argument(
         "--hotword",
         action="append",
         default=[],
@@ -561,7 +567,7 @@ def decoder_options(args: argparse.Namespace, tuned_lm: bool = False) -> dict[st
     if args.lm_path and kind != "lm":
         kind = "lm"
     options: dict[str, Any] = {"kind": kind}
-    for name in ("beam_width", "lm_path", "alpha", "beta"):
+    for name in ("beam_width", "lm_path", "alpha", "beta", "unk_score_offset"):
         value = getattr(args, name)
         if value is not None:
             options[name] = value

@@ -259,12 +259,12 @@ def test_tuned_defaults_fill_only_unset_lm_settings(tmp_path, caplog):
     from stenograph.recipes.decoding import with_tuned_defaults
 
     choice = {"decoder": "lm", "lm_path": "/lm/lm.binary", "alpha": 1.5, "beta": 3.0,
-              "beam_width": 32, "dev_wer": 0.2}  # fmt: skip
+              "beam_width": 32, "unk_score_offset": -30.0, "dev_wer": 0.2}  # fmt: skip
     (tmp_path / "decoding.json").write_text(json.dumps(choice))
     with caplog.at_level("DEBUG", logger="stenograph"):
         filled = with_tuned_defaults({"kind": "lm", "alpha": 0.7, "beta": None}, tmp_path)
     assert filled == {"kind": "lm", "alpha": 0.7, "beta": 3.0, "lm_path": "/lm/lm.binary",
-                      "beam_width": 32}  # fmt: skip
+                      "beam_width": 32, "unk_score_offset": -30.0}  # fmt: skip
     assert "decoding.json" in caplog.text
     # Other decoders, and folders without (or with a broken) decoding.json, are untouched.
     assert with_tuned_defaults({"kind": "beam"}, tmp_path) == {"kind": "beam"}

@@ -136,6 +136,25 @@ def test_lm_decoding_splits_run_together_words(home_lm):
     assert fused[0].text == "set the kitchen timer"
 
 
+def test_unknown_word_penalty_keeps_the_search_to_known_words(home_lm):
+    # Twelve frames lean to "m" (0.8) over "n" (0.15): ~17 nats of acoustic evidence
+    # for a word the LM does not know, more than the default penalty of 10.
+    path = "turn on the kitche" + "m" * 12 + " lights"
+    start = path.index("m")
+    leaning = {start + k: {"m": 0.8, "n": 0.15} for k in range(12)}
+    batch = batch_of(spell(path, overrides=leaning))
+    known = set(home_lm.unigrams.read_text().split())
+
+    def decode(**options):
+        decoder = make_decoder("lm", TOKENS, beam_width=32, lm_path=home_lm.binary, **options)
+        return decoder.decode_batch(*batch)[0].text
+
+    default = decode()
+    assert default.startswith("turn on the kitchem") and not set(default.split()) <= known
+    assert decode(unk_score_offset=-10.0) == default
+    assert decode(unk_score_offset=-30.0) == "turn on the kitchen lights"
+
+
 def test_lm_decoding_with_arpa_and_explicit_unigrams(home_lm):
     batch = batch_of(spell(KITCHEN[0], overrides=KITCHEN[1]))
     from_arpa = make_decoder("lm", TOKENS, lm_path=home_lm.arpa).decode_batch(*batch)
@@ -346,7 +365,8 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     assert words == sorted({w for p in phrases for w in p.split()})
 
     argv = ["lm", "tune", "--exp-dir", str(exp), "--manifest", str(train),
-            "--alphas", "0,0.5", "--betas", "1", "--beam-width", "8"]  # fmt: skip
+            "--alphas", "0,0.5", "--betas", "1", "--beam-width", "8",
+            "--unk-score-offset", "-30"]  # fmt: skip
     assert run_cli(argv) == 0
     out = capsys.readouterr().out
     assert "greedy WER" in out and "best alpha=" in out
@@ -355,6 +375,7 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     trials = {(t["alpha"], t["beta"]): t["wer"] for t in choice["trials"]}
     assert set(trials) == {(0.0, 1.0), (0.5, 1.0)}
     assert choice["dev_wer"] == min(trials.values()) == trials[(choice["alpha"], choice["beta"])]
+    assert choice["unk_score_offset"] == -30.0
 
     # `--decoder lm` alone now uses the recorded LM and the tuned weights.
     from stenograph.recipes import evaluate as evaluate_lib
@@ -363,6 +384,11 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
         summary = evaluate_lib.evaluate(exp, train, decoder="lm", report=tmp_path / "lm.jsonl")
     assert summary.decoder == "lm" and summary.utterances == len(phrases)
     assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in caplog.text
+    assert "unknown words -30" in caplog.text
+    with caplog.at_level("DEBUG", logger="stenograph"):
+        evaluate_lib.evaluate(exp, train, decoder="lm", unk_score_offset=-50.0,
+                              report=tmp_path / "lm50.jsonl")  # fmt: skip
+    assert "unknown words -50" in caplog.text
 
     # The export carries the tuned LM, and `transcribe` decodes with it by default.
     from stenograph.recipes.cli import main
@@ -371,11 +397,18 @@ def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsy
     assert main(["export", str(exp), str(tmp_path / "export")]) == 0
     bundled = json.loads((tmp_path / "export" / "assets.extra" / "decoding.json").read_text())
     assert bundled["lm_path"] == "lm/lm.binary" and bundled["alpha"] == choice["alpha"]
+    assert bundled["unk_score_offset"] == -30.0
     assert (tmp_path / "export" / "assets.extra" / "lm" / "lm.unigrams.txt").is_file()
     for model in (exp, tmp_path / "export"):
         capsys.readouterr()
         assert main(["transcribe", str(model), audio, "--no-progress"]) == 0
-        assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert f"decoder lm (lm.binary, alpha {choice['alpha']}" in said
+        assert "unknown words -30" in said
+    # Given on the command line, it wins over the tuned value.
+    argv = ["transcribe", str(exp), audio, "--no-progress", "--unk-score-offset", "-50"]
+    assert main(argv) == 0
+    assert "unknown words -50" in capsys.readouterr().err
     assert main(["transcribe", str(tmp_path / "export"), audio, "--decoder", "greedy"]) == 0
     assert "decoder greedy" in capsys.readouterr().err
     assert main(["export", str(exp), str(tmp_path / "bare"), "--no-lm"]) == 0

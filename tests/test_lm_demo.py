@@ -26,3 +26,8 @@ def test_lm_decoding_does_not_raise_wer_over_greedy_on_held_out_speakers(tmp_pat
     # The weights were chosen on dev, not on test, and recorded for later decoding.
     choice = json.loads((out / "model" / "decoding.json").read_text())
     assert "dev" in choice["dev_manifest"] and choice["lm_path"].endswith("lm.binary")
+    # The commands are a closed vocabulary: unknown words pay the recipe's penalty,
+    # in tuning, evaluation and the export alike.
+    assert choice["unk_score_offset"] == recipe.UNK_SCORE_OFFSET < -10.0
+    bundled = json.loads((out / "export" / "assets.extra" / "decoding.json").read_text())
+    assert bundled["unk_score_offset"] == recipe.UNK_SCORE_OFFSET
