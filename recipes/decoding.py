@@ -519,8 +519,8 @@ def read_tuned_decoding(model_dir: str | Path) -> dict[str, Any]:
 
     Returns:
         ``lm_path``, ``alpha``, ``beta``, ``beam_width`` and ``unk_score_offset``
-        where recorded; empty when
-        the folder has no ``decoding.json`` or it cannot be read (logged).
+        where recorded; empty when the folder has no ``decoding.json`` or it cannot
+        be read (logged).
     """
     path = Path(model_dir) / TUNED_DECODING_FILE
     if not path.is_file():  # an export keeps its copy beside its metadata

@@ -26,7 +26,8 @@ after it run again):
                    follows the clock to end there (`train.max_minutes`)
                    -> <out>/model (checkpoints, best weights)
     3. lm          a KenLM 4-gram of the training transcripts plus sentences drawn from
-                   the grammar (never a dev or test sentence), its weights tuned on dev
+                   the grammar (never a dev or test sentence), its weights tuned on dev;
+                   words outside its list pay `UNK_SCORE_OFFSET` (a closed vocabulary)
                    -> <out>/model/lm/, <out>/model/decoding.json
     4. evaluate    held-out speakers and sentences (test, and dev): WER and CER with
                    jiwer, greedy vs beam vs beam+LM -> <out>/model/eval/
