@@ -34,6 +34,7 @@ from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import Vocabulary
 
 from .config import atomic_write_text
+from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .experiment import load_experiment
 from .train import audio_roots, make_dataset
 from .vocabulary_check import check_vocabulary
@@ -373,7 +374,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--unk-score-offset",
         type=float,
-        help="score added per word outside the LM's word list (default: tuned, else -10)",
+        help="score added per word outside the LM's word list "
+        f"(default: tuned, else {DEFAULT_UNK_SCORE_OFFSET:g})",
     )
     parser.add_argument("--weights", default="best", help="best, last or a .weights.h5 file")
     parser.add_argument("--batch-size", type=int)

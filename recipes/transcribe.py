@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
+from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .longform import AudioWindow, WindowConfig, iter_file_windows, select_words
 from .outputs import FILE_SUFFIXES, FORMATS, Transcript, WordTiming, format_transcript
 
@@ -537,7 +538,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--unk-score-offset",
         type=float,
         default=None,
-        help="score added per word outside the LM's word list (default: tuned, else -10)",
+        help="score added per word outside the LM's word list "
+        f"(default: tuned, else {DEFAULT_UNK_SCORE_OFFSET:g})",
     )
     parser.add_argument(
         "--hotword",
