@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Sequence[str], step
 
 def prepared_config(folder: Path) -> Path:
     """The demo's training config for the shipped corpus, written under `folder`."""
-    from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe
+    from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe
     from stenograph.recipes.config import ExperimentConfig
 
     paths = recipe.prepare_data(folder, SHIPPED_CORPUS_DIR)

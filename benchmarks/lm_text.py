@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stenograph.recipes import cli
-from stenograph.recipes.commands import recipe
+from stenograph.recipes.spoken_commands import recipe
 
 
 def parse_arguments() -> argparse.Namespace:

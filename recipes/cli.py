@@ -25,15 +25,15 @@ from collections.abc import Sequence
 
 # Ordered as they appear in `stenograph --help`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "stenograph.recipes.commands.demo",
-    "stenograph.recipes.runner",  # prepare
+    "stenograph.recipes.spoken_commands.demo",
+    "stenograph.recipes.prepare",  # prepare
     "stenograph.recipes.train",
     "stenograph.recipes.evaluate",
     "stenograph.recipes.transcribe",
     "stenograph.recipes.export",
     "stenograph.recipes.lm",
     "stenograph.recipes.plots",  # plot
-    "stenograph.recipes.commands.generate",  # generate-commands
+    "stenograph.recipes.spoken_commands.generate",  # generate-commands
 )
 
 _log = logging.getLogger("stenograph")

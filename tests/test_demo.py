@@ -9,7 +9,7 @@ import pytest
 from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import Vocabulary
 from stenograph.recipes import cli
-from stenograph.recipes.commands import SHIPPED_CORPUS_DIR, recipe, splits
+from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe, splits
 from stenograph.recipes.config import ExperimentConfig, model_preset
 
 # --------------------------------------------------------------------------- pure decisions
@@ -203,7 +203,7 @@ def test_cli_registers_demo_and_generate_commands():
     assert args.handler is recipe.run_command
     assert (args.minutes, args.epochs, args.precision) == (3.0, 7, "mixed_bfloat16")
     generate = parser.parse_args(["generate-commands", "--out", "y", "--num-sentences", "4"])
-    assert generate.handler.__module__ == "stenograph.recipes.commands.generate"
+    assert generate.handler.__module__ == "stenograph.recipes.spoken_commands.generate"
 
 
 def test_demo_rejects_a_zero_budget(caplog):
@@ -276,7 +276,7 @@ def _checkpoint_step(out):
 @pytest.mark.slow
 @pytest.mark.tts
 def test_demo_trains_on_extra_generated_utterances_and_reuses_them(tmp_path, capsys):
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     if enlarge.engines_unavailable_reason() is not None:
         pytest.skip(enlarge.engines_unavailable_reason())

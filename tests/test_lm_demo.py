@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from stenograph.recipes.commands import recipe
+from stenograph.recipes.spoken_commands import recipe
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import recipe_fixtures as fixtures
 
 from stenograph.recipes.cli import build_parser, main
 from stenograph.recipes.config import ExperimentConfig
-from stenograph.recipes.runner import Stage, run_stages
+from stenograph.recipes.prepare import Stage, run_stages
 
 TRAIN_TEXTS = fixtures.PHRASES[:9]
 EVAL_TEXTS = fixtures.PHRASES[6:9]
@@ -119,7 +119,7 @@ def test_prepare_reports_bad_lines_of_the_corpus_own_files(tmp_path, name):
 
 def test_audio_folders_of_several_places_stay_apart(tmp_path):
     from stenograph.pipeline.manifest import Utterance, write_manifest
-    from stenograph.recipes.runner import common_audio_folders
+    from stenograph.recipes.prepare import common_audio_folders
 
     def at(path):
         return Utterance(id=path, audio_path=path, text="a")

@@ -19,7 +19,7 @@ from pathlib import Path
 from stenograph.pipeline.importers import import_commonvoice
 from stenograph.pipeline.manifest import Utterance
 
-from ..runner import Recipe
+from ..prepare import Recipe
 
 SPLITS = ("train", "dev", "test")
 

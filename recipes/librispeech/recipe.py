@@ -20,7 +20,7 @@ from pathlib import Path
 from stenograph.pipeline.importers import import_librispeech
 from stenograph.pipeline.manifest import Utterance
 
-from ..runner import Recipe
+from ..prepare import Recipe
 
 TRAIN_SPLITS = ["train-clean-100", "train-clean-360", "train-other-500"]
 EVAL_SPLITS = ["dev-clean", "dev-other", "test-clean", "test-other"]

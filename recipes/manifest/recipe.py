@@ -22,7 +22,7 @@ from stenograph.pipeline.errors import ProblemCallback
 from stenograph.pipeline.importers import import_csv
 from stenograph.pipeline.manifest import Utterance, read_manifest
 
-from ..runner import Recipe
+from ..prepare import Recipe
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from stenograph.recipes.commands import (
+from stenograph.recipes.spoken_commands import (
     SHIPPED_CORPUS_DIR,
     effects,
     generate,
@@ -678,7 +678,7 @@ def test_register_adds_a_stenograph_subcommand():
 
 
 def test_new_sentences_never_repeat_corpus_sentences(shipped):
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     corpus = enlarge.corpus_sentences(SHIPPED_CORPUS_DIR)
     assert len(corpus) == sum(len(u) for u in shipped.values())  # every sentence distinct
@@ -696,7 +696,7 @@ def test_new_sentences_never_repeat_corpus_sentences(shipped):
 
 
 def test_extra_variants_are_new_training_speakers():
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     extra = enlarge.extra_espeak_voices()
     speakers = {v.speaker for v in extra}
@@ -708,7 +708,7 @@ def test_extra_variants_are_new_training_speakers():
 
 
 def test_training_plan_uses_training_speakers_only():
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     catalogue = voices.all_voices() + enlarge.extra_espeak_voices()
     train_voices = [v for v in catalogue if splits.speaker_split(v.speaker) == "train"]
@@ -725,7 +725,7 @@ def test_training_plan_uses_training_speakers_only():
 
 
 def test_training_voices_leave_out_every_held_out_speaker():
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     held_out = splits.TEST_SPEAKERS | splits.DEV_SPEAKERS
     assert not {v.speaker for v in enlarge.training_voices()} & held_out
@@ -733,7 +733,7 @@ def test_training_voices_leave_out_every_held_out_speaker():
 
 
 def test_demo_falls_back_to_the_shipped_corpus_without_engines(monkeypatch, tmp_path, capsys):
-    from stenograph.recipes.commands import enlarge, recipe
+    from stenograph.recipes.spoken_commands import enlarge, recipe
 
     monkeypatch.setattr(enlarge, "engines_unavailable_reason", lambda *a: "no engine: install x")
     assert recipe.enlarge_training_data(SHIPPED_CORPUS_DIR, tmp_path, 10, workers=1) is None
@@ -742,7 +742,7 @@ def test_demo_falls_back_to_the_shipped_corpus_without_engines(monkeypatch, tmp_
 
 
 def test_no_engine_gives_a_one_line_reason_with_the_packages(monkeypatch):
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     monkeypatch.setattr(enlarge.shutil, "which", lambda name: None)
     reason = enlarge.engines_unavailable_reason()
@@ -754,7 +754,7 @@ def test_no_engine_gives_a_one_line_reason_with_the_packages(monkeypatch):
 @needs_tts
 def test_enlarge_training_set_with_two_voices_is_cached_and_held_out(tmp_path):
     from stenograph.pipeline.manifest import read_manifest
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     request = enlarge.EnlargeRequest(6, seed=7, voices=("espeak-ng/en-us+Gene", "flite/rms"))
     result = enlarge.enlarge_training_set(
@@ -799,7 +799,7 @@ def test_enlarge_training_set_with_two_voices_is_cached_and_held_out(tmp_path):
 @needs_tts
 def test_enlarge_with_repeats_may_say_training_sentences_again_never_held_out_ones(tmp_path):
     from stenograph.pipeline.manifest import read_manifest
-    from stenograph.recipes.commands import enlarge
+    from stenograph.recipes.spoken_commands import enlarge
 
     request = enlarge.EnlargeRequest(8, seed=7, voices=("espeak-ng/en-us+Gene",), max_repeats=4)
     result = enlarge.enlarge_training_set(
@@ -816,7 +816,7 @@ def test_enlarge_with_repeats_may_say_training_sentences_again_never_held_out_on
 @needs_tts
 def test_prepared_demo_data_holds_out_speakers_and_sentences_with_extra_data(tmp_path):
     from stenograph.pipeline.manifest import read_manifest
-    from stenograph.recipes.commands import enlarge, recipe
+    from stenograph.recipes.spoken_commands import enlarge, recipe
 
     request = enlarge.EnlargeRequest(4, seed=8, voices=("espeak-ng/en-gb+david",))
     result = enlarge.enlarge_training_set(

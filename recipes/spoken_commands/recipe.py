@@ -12,7 +12,7 @@ It runs, in order (rerunning the command resumes: prepared data and generated au
 are kept, training continues from its newest checkpoint, and only the cheap stages
 after it run again):
 
-    1. prepare     the shipped corpus (recipes/commands/data) or `--generate N` new
+    1. prepare     the shipped corpus (recipes/spoken_commands/data) or `--generate N` new
                    sentences, plus `--extra N` fresh training utterances made with the
                    installed TTS engines (training speakers only; word-balanced
                    sentences, never a dev or test one, each said by up to
@@ -55,7 +55,7 @@ from typing import Any
 from stenograph.pipeline.manifest import Utterance, read_manifest
 
 from ..config import ExperimentConfig
-from ..runner import PreparedPaths, Recipe, prepare
+from ..prepare import PreparedPaths, Recipe, prepare
 from . import SHIPPED_CORPUS_DIR, grammar
 
 _log = logging.getLogger("stenograph.demo")

@@ -1,7 +1,7 @@
 """Generates the spoken-commands corpus with the Debian text-to-speech engines.
 
 Usage:
-    python -m stenograph.recipes.commands.generate --out data/commands \
+    python -m stenograph.recipes.spoken_commands.generate --out data/commands \
         --num-sentences 2000 --seed 0 --workers 2
 
 Writes `train.jsonl`, `dev.jsonl` and `test.jsonl` (one utterance per line: id,
@@ -609,9 +609,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of `python -m stenograph.recipes.commands.generate`."""
+    """The command-line interface of `python -m stenograph.recipes.spoken_commands.generate`."""
     parser = argparse.ArgumentParser(
-        prog="python -m stenograph.recipes.commands.generate",
+        prog="python -m stenograph.recipes.spoken_commands.generate",
         description=DESCRIPTION,
     )
     add_arguments(parser)

@@ -6,7 +6,7 @@ categories: digit strings, numbers, playing cards, positions, movement and
 device commands.
 
 Example:
-    >>> from stenograph.recipes.commands.grammar import generate_sentences
+    >>> from stenograph.recipes.spoken_commands.grammar import generate_sentences
     >>> [s.text for s in generate_sentences(3, seed=1)]  # doctest: +SKIP
     ['queen of clubs two of spades', 'turn left ninety degrees', 'four one one seven']
 """
