@@ -34,9 +34,9 @@ from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import Vocabulary
 
 from .config import atomic_write_text
+from .data import audio_roots, make_dataset
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .experiment import load_experiment
-from .train import audio_roots, make_dataset
 from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.evaluate")

@@ -567,8 +567,8 @@ def experiment_log_probs(
 
     from stenograph.pipeline.manifest import read_manifest
 
+    from .data import make_dataset
     from .experiment import load_experiment
-    from .train import make_dataset
 
     experiment = load_experiment(exp_dir)
     utterances = read_manifest(manifest, allow_outside_root=True)

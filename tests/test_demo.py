@@ -9,8 +9,8 @@ import pytest
 from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.text import Vocabulary
 from stenograph.recipes import cli
-from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe, splits
 from stenograph.recipes.config import ExperimentConfig, model_preset
+from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe, splits
 
 # --------------------------------------------------------------------------- pure decisions
 
@@ -56,7 +56,7 @@ def test_commands_config_decays_over_the_planned_epochs():
 
 def test_progress_bar_total_bounds_the_batches_of_an_epoch():
     from stenograph.pipeline.dataset import DatasetConfig
-    from stenograph.recipes.train import epoch_batches_bound
+    from stenograph.recipes.data import epoch_batches_bound
 
     config = DatasetConfig.from_dict({"batch_size": 16, "augment": {"speed_range": [0.9, 1.1]}})
     # 0.6-3.4 s stretched by speed 0.9-1.1 spans the buckets below 2 s, 2-3 s and 3-4 s.
@@ -70,7 +70,7 @@ def test_progress_bar_total_bounds_the_batches_of_an_epoch():
 
 
 def test_recipe_buckets_pad_the_shipped_corpus_less_than_the_default_edges():
-    from stenograph.recipes import train as train_lib
+    from stenograph.recipes import data as recipe_data
 
     utterances = recipe.import_splits(argparse.Namespace(corpus=SHIPPED_CORPUS_DIR))["train"]
     utterances = utterances[:320]
@@ -82,7 +82,7 @@ def test_recipe_buckets_pad_the_shipped_corpus_less_than_the_default_edges():
 
     def padded_and_real_frames(config):
         padded = real = 0
-        for batch in train_lib.make_dataset(utterances, vocabulary, config, training=True):
+        for batch in recipe_data.make_dataset(utterances, vocabulary, config, training=True):
             padded += int(batch.features.shape[0]) * int(batch.features.shape[1])  # B * T_max
             real += int(batch.feature_lengths.numpy().sum())
         return padded, real

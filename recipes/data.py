@@ -1,0 +1,197 @@
+"""Data setup for training, evaluation and LM tuning: manifests, vocabulary, datasets.
+
+`train`, `evaluate` and `lm tune` read an experiment's manifests and turn them into
+`pipeline.dataset.Batch`es through these functions, so every command confines audio
+paths, builds its vocabulary and configures the tf.data pipeline the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from stenograph.pipeline import dataset as data_lib
+from stenograph.pipeline.errors import Problem
+from stenograph.pipeline.manifest import Utterance, read_manifest
+from stenograph.pipeline.text import TextNormalizer, Vocabulary
+
+from . import experiment as exp_lib
+from .config import DataConfig, ExperimentConfig
+
+
+def audio_roots(manifest: str | os.PathLike[str], data: DataConfig) -> list[str]:
+    """Folders a manifest's audio may come from: its own folder and `data.audio_root`.
+
+    Args:
+        manifest: The manifest file.
+        data: The experiment's data settings.
+
+    Returns:
+        Absolute folders; an audio path outside all of them is skipped and reported
+        unless `data.allow_outside_root`.
+    """
+    roots = [os.path.dirname(os.path.abspath(manifest))]
+    return roots + [os.path.abspath(root) for root in data.audio_root.split(os.pathsep) if root]
+
+
+def load_utterances(
+    path: str,
+    limit: int = 0,
+    on_problem: Callable[[Problem], None] | None = None,
+    data: DataConfig | None = None,
+) -> list[Utterance]:
+    """Reads a manifest (bad lines are reported and skipped); keeps the first `limit`.
+
+    Audio paths must stay within the manifest's folder or `data.audio_root` unless
+    `data.allow_outside_root`.
+    """
+    if not path:
+        return []
+    data = data or DataConfig()
+    utterances = read_manifest(
+        path,
+        root=audio_roots(path, data),
+        allow_outside_root=data.allow_outside_root,
+        on_problem=on_problem,
+    )
+    return utterances[:limit] if limit > 0 else utterances
+
+
+def no_training_data_message(data: DataConfig, report: data_lib.DropReport) -> str:
+    """Why training has nothing to read, with what to do about it."""
+    message = f"No training utterances. Received: data.train_manifest={data.train_manifest!r}"
+    if not len(report):
+        return message
+    message += f"; every line was skipped ({report.summary()})"
+    if report.counts().get("path_outside_root"):
+        message += (
+            ". Audio must lie within the manifest's folder or data.audio_root; pass "
+            "--allow-outside-root (or --set data.audio_root=FOLDER) if the paths are intended"
+        )
+    if report.path:
+        message += f". Each line's reason is in {report.path}"
+    return message
+
+
+def resolve_vocabulary(
+    config: ExperimentConfig, exp_dir: Path, train: list[Utterance]
+) -> Vocabulary:
+    """The experiment's vocabulary: saved one > config's file > built from training text."""
+    saved = exp_dir / exp_lib.VOCABULARY_FILE
+    if saved.is_file():
+        return Vocabulary.load(saved)
+    if config.data.vocabulary:
+        return Vocabulary.load(config.data.vocabulary)
+    return Vocabulary.from_transcripts([u.text for u in train], TextNormalizer())
+
+
+def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> Any:
+    """The pipeline's `DatasetConfig` for this experiment.
+
+    Training drops utterances longer than `data.max_duration` and transcripts CTC
+    cannot align; evaluation keeps and scores every decodable utterance.
+    """
+    options = {
+        # Every epoch (and validation) iterates a new pipeline, and dropping the last
+        # epoch's autotuned iterator waited for tf.data's optimisation thread: stalls
+        # of 8-15 s at 2 of 6 epoch ends (demo config, idle 2 cores), 16% of the
+        # wall time; without autotuning none, the same steps/s. `data.dataset.autotune`
+        # turns it back on.
+        "autotune": False,
+        **config.data.dataset,
+        "batch_size": config.data.batch_size,
+        "time_reduction": config.model.reduction_factor,
+        "max_duration": config.data.max_duration if training else None,
+        "drop_unalignable": training,
+        "seed": seed,
+    }
+    return data_lib.DatasetConfig.from_dict(options)
+
+
+def epoch_batches_bound(durations: list[float | None], dataset: Any) -> int:
+    """At most how many batches one training epoch yields (the progress bar's total).
+
+    Bucketing by length leaves one partial batch per bucket, so an epoch has at
+    most ceil(N / B) batches plus one for every further bucket its utterances can
+    reach; speed perturbation stretches the lengths, so their span is widened by
+    its range. Without every duration, every bucket counts.
+
+    Args:
+        durations: Training utterances' durations in seconds (None if unknown).
+        dataset: The pipeline's `DatasetConfig` for training.
+
+    Returns:
+        The bound (at least 1).
+    """
+    batches = max(1, math.ceil(len(durations) / dataset.batch_size))
+    if dataset.drop_remainder:
+        return max(1, len(durations) // dataset.batch_size)
+    edges = (
+        data_lib.DEFAULT_BUCKET_SECONDS
+        if dataset.bucket_boundaries is None
+        else dataset.bucket_boundaries
+    )
+    if not edges:
+        return batches
+    known = [d for d in durations if d is not None]
+    if len(known) < len(durations) or not known:
+        return batches + len(edges)
+    speed = getattr(dataset.augment, "speed_range", None) or (1.0, 1.0)
+    # A speed factor f makes an utterance 1/f as long.
+    shortest, longest = min(known) / max(speed), max(known) / min(speed)
+    buckets = {sum(edge <= seconds for edge in edges) for seconds in (shortest, longest)}
+    return batches + max(buckets) - min(buckets)
+
+
+def make_dataset(
+    utterances: list[Utterance],
+    vocabulary: Vocabulary,
+    config: ExperimentConfig,
+    training: bool,
+    seed: int = 0,
+    report: data_lib.DropReport | None = None,
+    source: tf.data.Dataset | None = None,
+) -> tf.data.Dataset:
+    """A dataset of `Batch`es; in training its first pass has a fixed order per seed.
+
+    Dropped utterances go to `report` (one is made per dataset when None). `source`
+    is a cached `decoded_source(...)` shared by every epoch (see `decoded_source`).
+    """
+    return data_lib.make_dataset(
+        utterances,
+        vocabulary,
+        config.features,
+        dataset_config(config, training, seed),
+        training=training,
+        report=report,
+        source=source,
+    )
+
+
+def decoded_source(
+    utterances: list[Utterance],
+    vocabulary: Vocabulary,
+    config: ExperimentConfig,
+    report: data_lib.DropReport | None = None,
+) -> tf.data.Dataset | None:
+    """The decoded training audio that every epoch shares, when `data.dataset` caches it.
+
+    Returns None without a cache: each epoch then decodes (and fully shuffles) anew.
+    """
+    dataset = dataset_config(config, training=True)
+    if dataset.cache is None:
+        return None
+    return data_lib.decoded_source(utterances, vocabulary, config.features, dataset, report=report)
+
+
+def shard_utterances(
+    utterances: list[Utterance], worker_index: int, num_workers: int
+) -> list[Utterance]:
+    """This worker's share; every worker gets the same count so steps stay in lockstep."""
+    per_worker = len(utterances) // num_workers
+    return utterances[worker_index::num_workers][:per_worker]
