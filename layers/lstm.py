@@ -722,18 +722,33 @@ class LSTM(keras.layers.Layer):
         go_backwards: Process the (padded) sequence from its last step, like Keras:
             padding is then met first and skipped by the mask. Outputs are in
             processing order.
+        stateful: Keep the final states ``h`` and ``c`` of each call in
+            non-trainable variables (``states``) and start the next call from them,
+            as ``keras.layers.LSTM(stateful=True)`` does: row ``b`` of one batch
+            continues row ``b`` of the previous one. Needs a fixed batch size
+            (``keras.Input(..., batch_size=B)`` or a first call with a known batch);
+            ``reset_state()`` sets the states back to zeros. An explicit
+            ``initial_state`` takes precedence for that call.
         use_cudnn: ``"auto"`` uses the cuDNN kernel when ``cudnn_supported`` says
             it can run and our kernel otherwise; ``True`` raises if it cannot run;
             ``False`` always uses our kernel.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
 
-    Call arguments:
+    Call arguments (Keras' positional order, then ours):
         inputs: ``[B, T, I]``.
+        initial_state: ``[h0, c0]``, each ``[B, H]`` (optional; zeros, or the
+            carried ``states`` of a stateful layer, when omitted).
         mask: Boolean ``[B, T]`` Keras mask (optional).
         training: Enables dropout.
-        initial_state: ``[h0, c0]``, each ``[B, H]`` (optional).
         sequence_lengths: Integer ``[B]``; builds a right-padded mask and takes
             precedence over ``mask``.
+
+    Returns:
+        The outputs ``[B, T, H]`` (``return_sequences``) or the last output
+        ``[B, H]``; with ``return_state`` the tuple ``(outputs, h, c)``, where ``h``
+        and ``c`` ``[B, H]`` are each row's states after its last valid (unmasked)
+        step, so a sequence run in chunks with the states carried from one call to
+        the next gives the outputs of one pass.
     """
 
     def __init__(
@@ -759,6 +774,7 @@ class LSTM(keras.layers.Layer):
         return_sequences=False,
         return_state=False,
         go_backwards=False,
+        stateful=False,
         use_cudnn="auto",
         **kwargs,
     ):
@@ -797,11 +813,12 @@ class LSTM(keras.layers.Layer):
         self.go_backwards = go_backwards
         self.use_cudnn = use_cudnn
         self.supports_masking = True
-        # Read and set by keras.layers.Bidirectional, so our layer can be wrapped in it.
-        self.stateful = False
+        self.stateful = bool(stateful)
+        self._state_store = None  # _StateVariables once a stateful layer is built
+        # Set by keras.layers.Bidirectional, so our layer can be wrapped in it.
         self.zero_output_for_mask = False
         # Keep Keras' fit from XLA-compiling us on GPU: CudnnRNNV3 has no XLA kernel,
-        # and on CPU XLA ran a hoisted-projection LSTM ~4x slower (DESIGN.md).
+        # and on CPU XLA ran a hoisted-projection LSTM slower.
         self.supports_jit = False
         self.input_spec = keras.layers.InputSpec(ndim=3)
         if use_cudnn is True and not self._cudnn_config_ok(training=True):
@@ -835,13 +852,67 @@ class LSTM(keras.layers.Layer):
         """Bias ``[4H]`` or None."""
         return self.cell.bias
 
+    @property
+    def states(self):
+        """The carried ``[h, c]`` variables ``[B, H]`` of a stateful layer, else None."""
+        return None if self._state_store is None else self._state_store.variables
+
     def build(self, input_shape, *args, **kwargs):
-        """Builds the cell's variables from ``input_shape = [B, T, I]``."""
+        """Builds the cell's variables (and a stateful layer's states) from ``[B, T, I]``."""
         if input_shape[-1] is None:
             raise ValueError(
                 f"LSTM needs a known feature dimension. Received: input_shape={input_shape}"
             )
         self.cell.build((input_shape[0], input_shape[-1]))
+        if self.stateful and self._state_store is None:
+            self._build_states(input_shape[0])
+
+    def _build_states(self, batch):
+        if batch is None:
+            raise ValueError(
+                f"LSTM layer '{self.name}' has stateful=True, which needs a fixed batch "
+                "size: pass batch_size=... to keras.Input, or call the layer first on a "
+                "batch of known size. Received: batch size None"
+            )
+        zeros = [keras.ops.zeros((batch, self.units)) for _ in range(2)]
+        self._state_store = _StateVariables(
+            [
+                keras.Variable(z, trainable=False, dtype=self.variable_dtype, name=name)
+                for z, name in zip(zeros, ("state_h", "state_c"), strict=True)
+            ]
+        )
+
+    def reset_state(self, states=None):
+        """Sets a stateful layer's carried states to zeros, or to ``states = [h, c]``.
+
+        Args:
+            states: Optional ``[h, c]`` arrays ``[B, H]`` to start the next call from.
+
+        Raises:
+            AttributeError: The layer is not stateful.
+            ValueError: It is not built yet, or ``states`` do not fit.
+        """
+        if not self.stateful:
+            raise AttributeError(f"LSTM layer '{self.name}' is not stateful (stateful=False).")
+        if self.states is None:
+            raise ValueError(
+                f"LSTM layer '{self.name}' has no states yet: build or call it first."
+            )
+        if states is None:
+            states = [keras.ops.zeros_like(v.value) for v in self.states]
+        if len(states) != 2:
+            raise ValueError(f"states must be [h, c]. Received: {len(states)} arrays")
+        for variable, value in zip(self.states, states, strict=True):
+            if tuple(keras.ops.shape(value)) != tuple(variable.shape):
+                raise ValueError(
+                    f"states of LSTM layer '{self.name}' must have shape {variable.shape}. "
+                    f"Received: {tuple(keras.ops.shape(value))}"
+                )
+            variable.assign(keras.ops.cast(value, variable.dtype))
+
+    def reset_states(self, states=None):
+        """Alias of ``reset_state`` (the Keras 2 name)."""
+        self.reset_state(states)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         """Shape of the output (and states when ``return_state``)."""
@@ -889,12 +960,14 @@ class LSTM(keras.layers.Layer):
 
     # ------------------------------------------------------------------ call
 
-    def call(self, inputs, mask=None, training=None, initial_state=None, sequence_lengths=None):
+    def call(self, inputs, initial_state=None, mask=None, training=None, sequence_lengths=None):
         """Runs the layer; see the class docstring for the arguments."""
         training = bool(training)
         dtype = self.compute_dtype
         inputs = tf.cast(inputs, dtype)
         batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        if self.stateful:
+            initial_state = self._stateful_initial_state(inputs, initial_state)
         right_padded, keras_mask = True, None
         if sequence_lengths is not None:
             mask = lengths_to_mask(sequence_lengths, steps)  # [B, T]
@@ -923,10 +996,26 @@ class LSTM(keras.layers.Layer):
             last = outputs[-1]
             if self.return_sequences:
                 outputs = tf.transpose(outputs, [1, 0, 2])  # [B, T, H]
+        if self.stateful:
+            for variable, value in zip(self.states, (h, c), strict=True):
+                variable.assign(tf.cast(value, variable.dtype))
         result = outputs if self.return_sequences else last
         if self.return_state:
             return result, h, c
         return result
+
+    def _stateful_initial_state(self, inputs, initial_state):
+        """The carried states unless ``initial_state`` is given; checks the batch size."""
+        expected = self.states[0].shape[0]
+        if inputs.shape[0] is not None and inputs.shape[0] != expected:
+            raise ValueError(
+                f"LSTM layer '{self.name}' is stateful with batch size {expected}; "
+                f"it cannot run a batch of {inputs.shape[0]}. Received: inputs.shape="
+                f"{tuple(inputs.shape)}"
+            )
+        if initial_state is not None:
+            return initial_state
+        return [v.value for v in self.states]
 
     def _initial_state(self, initial_state, batch, dtype):
         if initial_state is None:
@@ -990,8 +1079,21 @@ class LSTM(keras.layers.Layer):
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
             "use_cudnn": self.use_cudnn,
         }
+
+
+class _StateVariables:
+    """Holds a stateful layer's carried states out of Keras' weight tracking.
+
+    As in ``keras.layers.LSTM``, the states are not weights: ``weights``,
+    ``get_weights`` and checkpoints list the kernel, recurrent kernel and bias only,
+    so a stateful layer exchanges weights with a stateless one.
+    """
+
+    def __init__(self, variables):
+        self.variables = list(variables)
 
 
 def CudnnLSTM(units, use_cudnn=True, **kwargs):  # noqa: N802 (reads as a layer class)
