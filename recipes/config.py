@@ -23,6 +23,7 @@ from stenograph.pipeline.features import FeatureConfig
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 REDUCTIONS = ("stack", "conv")
+DIRECTIONS = ("bidirectional", "forward")
 MONITORED_METRICS = ("wer", "cer", "loss")
 
 
@@ -62,7 +63,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Acoustic model: normaliser, time reduction, BiLSTM stack, CTC head.
+    """Acoustic model: normaliser, time reduction, LSTM stack, CTC head.
 
     Attributes:
         normalization: `FeatureNormalizer` mode, "utterance" or "global".
@@ -70,10 +71,19 @@ class ModelConfig:
             (strided 2-D convolutions, each halving time and frequency).
         reduction_factor: Frames merged into one LSTM step; for "conv" a power of two.
         conv_channels: Channels of each convolution (reduction "conv").
-        lstm_units: Units per direction in each BiLSTM layer.
-        lstm_layers: Number of BiLSTM layers.
+        lstm_units: Units per direction in each LSTM layer.
+        lstm_layers: Number of LSTM layers.
         dropout: Dropout between layers and before the CTC head.
         use_cudnn: "auto", True or False (see `stenograph.layers.LSTM`).
+        direction: "bidirectional" (BiLSTM layers; needs the whole utterance) or
+            "forward" (unidirectional LSTM layers: a causal model that streams, see
+            `recipes.streaming`). A forward model needs normalization "global" and
+            reduction "stack", so nothing before the LSTMs looks further ahead than
+            one stack of frames.
+        lookahead_frames: Output frames of right context a forward model sees
+            through a row convolution after its LSTMs (0 = none). Each costs
+            `reduction_factor * features.frame_step / features.sample_rate` seconds
+            of latency (30 ms with 10 ms hops and stacking 3).
     """
 
     normalization: str = "utterance"
@@ -84,8 +94,15 @@ class ModelConfig:
     lstm_layers: int = 2
     dropout: float = 0.1
     use_cudnn: str | bool = "auto"
+    direction: str = "bidirectional"
+    lookahead_frames: int = 0
 
     def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"model.direction must be one of {DIRECTIONS}. "
+                f"Received: direction={self.direction!r}"
+            )
         if self.reduction not in REDUCTIONS:
             raise ValueError(
                 f"model.reduction must be one of {REDUCTIONS}. "
@@ -100,6 +117,35 @@ class ModelConfig:
                 "model.reduction_factor must be a power of two with reduction='conv'. "
                 f"Received: reduction_factor={self.reduction_factor}"
             )
+        _check_causal_settings(self)
+
+
+def _check_causal_settings(config: ModelConfig) -> None:
+    """Refuses settings that would let a forward (streaming) model see the future."""
+    if config.lookahead_frames < 0:
+        raise ValueError(
+            f"model.lookahead_frames must be >= 0. Received: {config.lookahead_frames}"
+        )
+    if config.direction == "bidirectional":
+        if config.lookahead_frames:
+            raise ValueError(
+                "model.lookahead_frames is for direction='forward' (a bidirectional model "
+                f"already sees the whole utterance). Received: "
+                f"lookahead_frames={config.lookahead_frames}"
+            )
+        return
+    if config.normalization != "global":
+        raise ValueError(
+            "direction='forward' needs normalization='global': per-utterance statistics "
+            "need the whole utterance, corpus statistics stored in the model do not. "
+            f"Received: normalization={config.normalization!r}"
+        )
+    if config.reduction != "stack":
+        raise ValueError(
+            "direction='forward' needs reduction='stack': the strided convolutions look "
+            "one frame ahead at every layer and cannot stream yet. "
+            f"Received: reduction={config.reduction!r}"
+        )
 
 
 @dataclass
@@ -202,6 +248,20 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "lstm_units": 800,
         "lstm_layers": 5,
         "dropout": 0.3,
+    },
+    # ~1.0 M parameters, causal: streams chunk by chunk (recipes.streaming). Two
+    # forward layers of 256 units hold about as many weights per frame as "small"'s
+    # two BiLSTM(192) and keep one stream's step cheap (many real-time streams on 2
+    # cores); stacking 3 frames (30 ms per LSTM step) and 2 frames of lookahead
+    # (60 ms) give the LSTMs a little right context at a latency users don't notice.
+    "streaming": {
+        "direction": "forward",
+        "normalization": "global",
+        "reduction": "stack",
+        "reduction_factor": 3,
+        "lstm_units": 256,
+        "lstm_layers": 2,
+        "lookahead_frames": 2,
     },
 }
 
@@ -317,7 +377,8 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """Returns the `ModelConfig` of a named preset, with optional field overrides.
 
     Args:
-        name: One of `MODEL_PRESETS` ("tiny", "small", "medium", "deepspeech2").
+        name: One of `MODEL_PRESETS` ("tiny", "small", "medium", "deepspeech2",
+            "streaming").
         **overrides: Fields to change from the preset.
 
     Raises:

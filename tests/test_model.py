@@ -15,7 +15,15 @@ from stenograph.recipes.config import (
     model_preset,
     parse_override,
 )
-from stenograph.recipes.model import ConvSubsampling, FrameStacking, build_model
+from stenograph.recipes.model import (
+    ConvSubsampling,
+    ForwardLSTMStack,
+    FrameStacking,
+    RowConvolution,
+    algorithmic_latency_seconds,
+    build_model,
+    is_causal,
+)
 
 FEATURES = FeatureConfig(num_mel_bins=20)
 
@@ -89,7 +97,7 @@ def test_presets_grow_from_tiny_to_deepspeech2():
     ]
     assert counts == sorted(counts)
     assert counts[0] < 250_000 and counts[-1] > 30_000_000
-    assert set(MODEL_PRESETS) == {"tiny", "small", "medium", "deepspeech2"}
+    assert set(MODEL_PRESETS) == {"tiny", "small", "medium", "deepspeech2", "streaming"}
 
 
 def test_mixed_bfloat16_keeps_float32_logits_and_weights(rng):
@@ -151,3 +159,121 @@ def test_dotted_overrides_reach_into_mapping_settings_and_keep_the_rest():
     assert fresh.data.dataset == {"autotune": True}
     with pytest.raises(ValueError, match="reaches into 'epochs', which is not a mapping"):
         config.override({"train.epochs.max": 3})
+
+
+# ---------------------------------------------------------------------------
+# The causal (forward) model
+
+
+def _forward_config(**overrides):
+    values = {
+        "direction": "forward",
+        "normalization": "global",
+        "lstm_units": 8,
+        "lstm_layers": 2,
+        "dropout": 0.0,
+        "lookahead_frames": 2,
+    }
+    return ModelConfig(**{**values, **overrides})
+
+
+def test_bidirectional_weight_names_are_unchanged():
+    """Existing checkpoints address weights by these paths; a forward option must not move them."""
+    model = build_model(model_preset("tiny"), FEATURES, num_classes=6)
+    assert [w.path for w in model.weights] == [
+        "encoder/forward_0/lstm_cell/kernel",
+        "encoder/forward_0/lstm_cell/recurrent_kernel",
+        "encoder/forward_0/lstm_cell/bias",
+        "encoder/backward_0/lstm_cell/kernel",
+        "encoder/backward_0/lstm_cell/recurrent_kernel",
+        "encoder/backward_0/lstm_cell/bias",
+        "ctc_head/kernel",
+        "ctc_head/bias",
+    ]
+    assert not is_causal(model_preset("tiny"))
+
+
+def test_forward_model_is_causal_up_to_its_lookahead(rng):
+    """Changing frames from feature frame 30 on changes no output step before its reach."""
+    model = build_model(_forward_config(), FEATURES, num_classes=6)
+    lookahead = model.get_layer("lookahead")
+    lookahead.kernel.assign(rng.standard_normal(lookahead.kernel.shape).astype("float32"))
+    x, lengths = _inputs(rng, [60])
+    before, _ = model([x, lengths])
+    changed = x.copy()
+    changed[0, 30:] += 3.0
+    after, _ = model([changed, lengths])
+    # Frame 30 is in stack 10 (factor 3); with 2 steps of lookahead steps 8.. may change.
+    np.testing.assert_array_equal(before.numpy()[0, :8], after.numpy()[0, :8])
+    assert np.abs(before.numpy()[0, 8] - after.numpy()[0, 8]).max() > 1e-4
+    assert is_causal(_forward_config())
+
+
+def test_forward_padding_does_not_change_an_utterance(rng):
+    model = build_model(_forward_config(), FEATURES, num_classes=6)
+    x, lengths = _inputs(rng, [50, 31])
+    batched, batched_lengths = model([x, lengths])
+    alone, alone_lengths = model([x[1:, :31], lengths[1:]])
+    n = int(alone_lengths[0])
+    assert int(batched_lengths[1]) == n == 11
+    np.testing.assert_allclose(batched.numpy()[1, :n], alone.numpy()[0, :n], atol=1e-5)
+
+
+def test_row_convolution_fixed_numbers():
+    layer = RowConvolution(2)
+    x = np.arange(1, 6, dtype="float32").reshape(1, 5, 1)  # [1, 5, 1]: 1..5
+    layer.build(x.shape)
+    assert layer.kernel.numpy().ravel().tolist() == [1.0, 0.0, 0.0]  # starts as the identity
+    layer.kernel.assign(np.array([[1.0], [10.0], [100.0]], "float32"))
+    y = layer(x, np.array([4], "int32")).numpy().ravel()
+    # y[t] = x[t] + 10 x[t+1] + 100 x[t+2]; x[4] is past the length (read as 0, output 0).
+    assert y.tolist() == [321.0, 432.0, 43.0, 4.0, 0.0]
+
+
+def test_forward_layers_round_trip_through_config(rng):
+    for layer in (ForwardLSTMStack(8, num_layers=2), RowConvolution(3)):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+    model = build_model(_forward_config(), FEATURES, num_classes=6)
+    clone = keras.models.model_from_json(model.to_json())
+    clone.set_weights(model.get_weights())
+    x, lengths = _inputs(rng, [20])
+    np.testing.assert_allclose(model([x, lengths])[0], clone([x, lengths])[0], atol=1e-6)
+
+
+def test_streaming_preset_size_and_latency():
+    config = model_preset("streaming")
+    assert is_causal(config)
+    params = build_model(config, FeatureConfig(), num_classes=29).count_params()
+    assert 0.8e6 < params < 1.3e6
+    # ((2 + 1) * 3 - 1) frames of 10 ms ahead of the newest frame's centre, plus half a
+    # 25 ms window: 92.5 ms, 60 of them the lookahead's.
+    assert algorithmic_latency_seconds(config, FeatureConfig()) == pytest.approx(0.0925)
+    with pytest.raises(ValueError, match="bidirectional"):
+        algorithmic_latency_seconds(model_preset("tiny"), FeatureConfig())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"direction": "backward"}, "model.direction must be one of"),
+        ({"normalization": "utterance"}, "needs normalization='global'"),
+        ({"reduction": "conv", "reduction_factor": 4}, "needs reduction='stack'"),
+        ({"lookahead_frames": -1}, "lookahead_frames must be >= 0"),
+    ],
+)
+def test_causal_config_errors_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _forward_config(**overrides)
+
+
+def test_lookahead_needs_a_forward_model():
+    with pytest.raises(ValueError, match="lookahead_frames is for direction='forward'"):
+        ModelConfig(lookahead_frames=2)
+
+
+def test_old_configs_without_direction_load_as_bidirectional():
+    values = ExperimentConfig().to_dict()
+    del values["model"]["direction"], values["model"]["lookahead_frames"]
+    config = ExperimentConfig.from_dict(values)
+    assert config.model.direction == "bidirectional" and config.model.lookahead_frames == 0
