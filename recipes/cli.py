@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stenograph.recipes.train",
     "stenograph.recipes.evaluate",
     "stenograph.recipes.transcribe",
+    "stenograph.recipes.serve",
     "stenograph.recipes.export",
     "stenograph.recipes.lm",
     "stenograph.recipes.plots",  # plot
