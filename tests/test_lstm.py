@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stenograph.layers import LSTM, LSTMCell
-from stenograph.layers.lstm import fused_recurrence, generic_recurrence
 
 TOL = 1e-5
 B, T, D, H = 3, 7, 5, 4
@@ -172,34 +171,6 @@ def test_masked_steps_keep_state_and_repeat_output(rng):
     alone, h1, c1 = (t.numpy() for t in ours(x[1:2, : LENGTHS[1]]))
     np.testing.assert_allclose(alone[0], out[1, : LENGTHS[1]], atol=1e-6)
     np.testing.assert_allclose(c1[0], c[1], atol=1e-6)
-
-
-@pytest.mark.parametrize("training", [True, False])  # saved activations / recomputed
-def test_fused_backward_matches_autodiff_with_recurrent_dropout_and_mask(rng, training):
-    """Our hand-written gradient against TF autodiff of the plain recurrence."""
-    steps, batch, units = 6, 3, 4
-    xp = tf.constant(rng.normal(size=(steps, batch, 4 * units)).astype("float32"))
-    r = tf.constant(0.5 * rng.normal(size=(units, 4 * units)).astype("float32"))
-    h0, c0 = (tf.constant(rng.normal(size=(batch, units)).astype("float32")) for _ in range(2))
-    mask = tf.constant(_mask([6, 2, 4], steps).T[:, :, None])  # [T, B, 1]
-    rd_mask = tf.constant((rng.random((batch, units)) > 0.3).astype("float32") / 0.7)
-    scale = tf.constant([1.0] * (2 * units) + [2.0] * units + [1.0] * units)
-
-    def loss(outs):
-        return tf.add_n([tf.reduce_sum(o * tf.sin(o)) for o in outs])
-
-    sources = [xp, r, h0, c0]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(sources)
-        fused = fused_recurrence(xp * scale, r * scale, h0, c0, mask, rd_mask, training)
-        plain = generic_recurrence(xp, r, h0, c0, mask, rd_mask, tf.tanh, tf.sigmoid)
-        fused_loss, plain_loss = loss(fused), loss(plain)
-    for a, b in zip(fused, plain, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL)
-    for a, b in zip(
-        tape.gradient(fused_loss, sources), tape.gradient(plain_loss, sources), strict=True
-    ):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL)
 
 
 def test_dropout_only_in_training(rng):
@@ -425,15 +396,6 @@ def test_property_random_shapes_and_lengths(batch, steps, dim, units, go_backwar
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=TOL)
 
 
-def test_cell_dtype_is_float32_under_half_precision():
-    from stenograph.layers.lstm import cell_dtype
-
-    assert cell_dtype("bfloat16") == tf.float32
-    assert cell_dtype(tf.float16) == tf.float32
-    assert cell_dtype("float32") == tf.float32
-    assert cell_dtype("float64") == tf.float64
-
-
 @pytest.mark.parametrize("training", [False, True])
 def test_mixed_bfloat16_is_at_least_as_accurate_as_keras(rng, training):
     """Float32 cell math: under mixed_bfloat16 ours stays as close to float32 as Keras.
@@ -459,41 +421,6 @@ def test_mixed_bfloat16_is_at_least_as_accurate_as_keras(rng, training):
         assert ours <= 1.1 * ref + 1e-3, errors
 
 
-@pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("lanes", [1, 2])  # batch 3: lanes of 1 and 2 examples
-def test_chunked_inference_matches_fused_recurrence(rng, masked, dtype, lanes):
-    """The pipelined inference loop: outputs, states and gradients across chunk edges."""
-    from stenograph.layers.lstm import fused_inference, project_inputs
-
-    steps, batch, dim, units = 11, 3, 5, 4  # chunks of 3: three full, one of 2 steps
-    cast = lambda a: tf.cast(tf.constant(a.astype("float32")), dtype)  # noqa: E731
-    x = cast(rng.normal(size=(steps, batch, dim)))
-    kernel = cast(0.5 * rng.normal(size=(dim, 4 * units)))
-    bias = cast(0.5 * rng.normal(size=(4 * units,)))
-    r = cast(0.5 * rng.normal(size=(units, 4 * units)))
-    h0, c0 = (cast(rng.normal(size=(batch, units))) for _ in range(2))
-    mask = tf.constant(_mask([11, 6, 0], steps).T[:, :, None]) if masked else None
-    sources = [x, kernel, bias, r, h0, c0]
-
-    def loss(outs):
-        return tf.add_n([tf.reduce_sum(tf.cast(o, "float32") ** 2) for o in outs])
-
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(sources)
-        chunked = fused_inference(x, kernel, bias, r, h0, c0, mask, chunk_steps=3, lanes=lanes)
-        hoisted = fused_recurrence(project_inputs(x, kernel, bias), r, h0, c0, mask, None, True)
-        chunked_loss, hoisted_loss = loss(chunked), loss(hoisted)
-    tol = TOL if dtype == "float32" else 2e-2
-    as32 = lambda t: t.numpy().astype("float32")  # noqa: E731
-    for a, b in zip(chunked, hoisted, strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype == tf.as_dtype(dtype)
-        np.testing.assert_allclose(as32(a), as32(b), atol=tol)
-    chunked_grads = tape.gradient(chunked_loss, sources)
-    for a, b in zip(chunked_grads, tape.gradient(hoisted_loss, sources), strict=True):
-        np.testing.assert_allclose(as32(a), as32(b), atol=tol * 10, rtol=tol)
-
-
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_inference_parity_with_keras_over_several_chunks(rng, go_backwards):
     """Layer-level: training=False runs the chunked loop (16 steps a chunk) like Keras."""
@@ -509,9 +436,6 @@ def test_inference_parity_with_keras_over_several_chunks(rng, go_backwards):
 @pytest.mark.parametrize("batch", [1, 2, 5])  # 1: one lane is empty
 def test_inference_lanes_with_unknown_batch_size(rng, batch):
     """Lanes split a batch only known at run time; every split matches Keras."""
-    from stenograph.layers.lstm import inference_lanes
-
-    assert inference_lanes(1) == 1 and inference_lanes(2) == 2 and inference_lanes(8) == 2
     ref, ours = _pair(rng, return_sequences=True, return_state=True)
     signature = [tf.TensorSpec([None, None, D]), tf.TensorSpec([None], tf.int32)]
     run = tf.function(lambda x, n: ours(x, sequence_lengths=n), input_signature=signature)
@@ -520,3 +444,55 @@ def test_inference_lanes_with_unknown_batch_size(rng, batch):
     expected = ref(x, mask=tf.constant(_mask(lengths, 20)))
     for a, b in zip(run(x, lengths), expected, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL)
+
+
+KERAS_PROPERTIES = [
+    "units", "activation", "recurrent_activation", "use_bias", "unit_forget_bias",
+    "kernel_initializer", "recurrent_initializer", "bias_initializer",
+    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+    "kernel_constraint", "recurrent_constraint", "bias_constraint",
+    "dropout", "recurrent_dropout", "return_sequences", "return_state",
+    "go_backwards", "stateful",
+]  # fmt: skip
+
+
+def test_keras_properties_read_like_keras_lstm():
+    """The settings users read from keras.layers.LSTM read the same on ours."""
+    kwargs = {
+        "activation": "softsign",
+        "recurrent_activation": "hard_sigmoid",
+        "use_bias": False,
+        "unit_forget_bias": False,
+        "kernel_initializer": "he_normal",
+        "recurrent_initializer": "glorot_normal",
+        "bias_initializer": "ones",
+        "kernel_regularizer": "l2",
+        "recurrent_regularizer": "l1",
+        "bias_regularizer": "l2",
+        "kernel_constraint": "non_neg",
+        "recurrent_constraint": "non_neg",
+        "bias_constraint": "non_neg",
+        "dropout": 0.1,
+        "recurrent_dropout": 0.2,
+        "return_sequences": True,
+        "return_state": True,
+        "go_backwards": True,
+        "stateful": True,
+    }
+    ref, ours = keras.layers.LSTM(H, **kwargs), LSTM(H, **kwargs)
+    for name in KERAS_PROPERTIES:
+        expected = keras.saving.serialize_keras_object(getattr(ref, name))
+        assert keras.saving.serialize_keras_object(getattr(ours, name)) == expected, name
+    for name in ("kernel", "recurrent_kernel"):
+        layer = LSTM(H)
+        layer.build((None, None, D))
+        assert getattr(layer, name) is getattr(layer.cell, name)
+
+
+def test_call_takes_keras_positional_order():
+    import inspect
+
+    ours = list(inspect.signature(LSTM.call).parameters)
+    keras_order = list(inspect.signature(keras.layers.LSTM.call).parameters)
+    assert ours[: len(keras_order)] == ["self", "inputs", "initial_state", "mask", "training"]
+    assert keras_order[2:] == ours[2 : len(keras_order)]
