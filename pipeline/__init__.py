@@ -23,7 +23,6 @@ _LAZY_EXPORTS = {
     "AugmentConfig": "augment",
     "Batch": "dataset",
     "DatasetConfig": "dataset",
-    "DropReport": "dataset",
     "FeatureConfig": "features",
     "FeatureNormalizer": "features",
     "NoiseBank": "augment",

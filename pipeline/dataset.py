@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import sys
 import threading
-from collections import Counter
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -49,10 +47,13 @@ from .augment import (
     spec_augment,
     split_seed,
 )
-from .errors import AudioDecodeError, Problem
+from .errors import AudioDecodeError, Problem, ProblemReport
 from .features import FeatureConfig, compute_features, num_frames
 from .manifest import Utterance
 from .text import Vocabulary
+
+if TYPE_CHECKING:
+    from .shards import Shards
 
 logger = logging.getLogger("stenograph.pipeline")
 
@@ -203,7 +204,8 @@ class DatasetConfig:
             waited up to ~15 s for that thread (see ``recipes/train.py``).
         drop_remainder: Drop incomplete batches.
         seed: Seeds shuffling and augmentation (reproducible runs).
-        report_path: JSON-lines file receiving one line per dropped utterance.
+        report_path: JSON-lines file receiving one line per dropped utterance
+            (the `ProblemReport` format).
         drop_unalignable: Drop transcripts CTC cannot align in the model's output
             frames. Training must (their loss is infinite); evaluation must not, so
             that hard utterances are scored as errors instead of leaving the WER.
@@ -270,66 +272,6 @@ class DatasetConfig:
 
 
 # ---------------------------------------------------------------------------
-# The drop report
-# ---------------------------------------------------------------------------
-
-
-class DropReport:
-    """Records dropped utterances: one JSON line each, counts by reason, a log line.
-
-    Thread safe (decoding runs in parallel). An utterance dropped again in a later
-    epoch is not written twice.
-
-    Args:
-        path: JSON-lines file to write (truncated on creation); ``None`` keeps the
-            report in memory and in the log only.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = None if path is None else os.fspath(path)
-        self.problems: list[Problem] = []
-        self._seen: set[tuple[str | None, str]] = set()
-        self._lock = threading.Lock()
-        if self.path is not None:
-            with open(self.path, "w", encoding="utf-8"):
-                pass
-
-    def add(self, problem: Problem) -> None:
-        """Records, writes and logs one dropped utterance (once per id and reason)."""
-        with self._lock:
-            key = (problem.item_id, problem.kind)
-            if key in self._seen:
-                return
-            self._seen.add(key)
-            self.problems.append(problem)
-            if self.path is not None:
-                with open(self.path, "a", encoding="utf-8") as report:
-                    report.write(json.dumps(dataclasses.asdict(problem), ensure_ascii=False) + "\n")
-            total = len(self.problems)
-        logger.warning(
-            "dropped utterance %s (%s): %s [%d dropped so far]",
-            problem.item_id,
-            problem.kind,
-            problem.message,
-            total,
-        )
-
-    def counts(self) -> Counter[str]:
-        """Dropped utterances per reason."""
-        with self._lock:
-            return Counter(problem.kind for problem in self.problems)
-
-    def __len__(self) -> int:
-        return len(self.problems)
-
-    def summary(self) -> str:
-        """E.g. ``"3 dropped: 2 missing_audio, 1 empty_transcript"``."""
-        counts = self.counts()
-        parts = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
-        return f"{sum(counts.values())} dropped" + (f": {parts}" if parts else "")
-
-
-# ---------------------------------------------------------------------------
 # Validation decisions (pure functions)
 # ---------------------------------------------------------------------------
 
@@ -386,7 +328,7 @@ class UtteranceLoader:
     """Decodes and validates utterance ``index``; the Python side of the decode map.
 
     Returns a dropped marker (``ok=False``, empty audio) instead of raising, so one bad
-    file never stops a run; the reason goes to the ``DropReport``.
+    file never stops a run; the reason goes to the ``ProblemReport``.
 
     Args:
         utterances: The corpus.
@@ -402,7 +344,7 @@ class UtteranceLoader:
         vocabulary: Vocabulary,
         feature_config: FeatureConfig,
         config: DatasetConfig,
-        report: DropReport,
+        report: ProblemReport,
     ) -> None:
         self.utterances = utterances
         self.vocabulary = vocabulary
@@ -691,7 +633,7 @@ def decoded_source(
     config: DatasetConfig | None = None,
     *,
     input_context: tf.distribute.InputContext | None = None,
-    report: DropReport | None = None,
+    report: ProblemReport | None = None,
 ) -> tf.data.Dataset:
     """Stages 1-3: decoded, validated utterances (``Example``), cached per ``config.cache``.
 
@@ -706,8 +648,8 @@ def decoded_source(
         feature_config: Feature settings (the expected sample rate, frame counts).
         config: Validation and caching settings; defaults if ``None``.
         input_context: From ``tf.distribute``; the source reads this pipeline's shard.
-        report: Receives dropped utterances (a new ``DropReport(config.report_path)``
-            when ``None``).
+        report: Receives dropped utterances (when ``None``, a new
+            ``ProblemReport(config.report_path, log=True)``).
 
     Returns:
         A dataset of ``Example`` (seeds not yet attached).
@@ -715,7 +657,7 @@ def decoded_source(
     config = config or DatasetConfig()
     if not utterances:
         raise ValueError("make_dataset needs at least one utterance. Received: utterances=[]")
-    report = DropReport(config.report_path) if report is None else report
+    report = ProblemReport(config.report_path, log=True) if report is None else report
     loader = UtteranceLoader(list(utterances), vocabulary, feature_config, config, report)
     dataset = tf.data.Dataset.range(len(utterances))
     if input_context is not None and input_context.num_input_pipelines > 1:
@@ -762,8 +704,9 @@ def make_dataset(
     *,
     input_context: tf.distribute.InputContext | None = None,
     noise_bank: NoiseBank | None = None,
-    report: DropReport | None = None,
+    report: ProblemReport | None = None,
     source: tf.data.Dataset | None = None,
+    shards: Shards | str | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline: utterances → ``Batch`` of raw features with lengths.
 
@@ -779,10 +722,12 @@ def make_dataset(
         noise_bank: Recorded noise for augmentation (e.g. ``NoiseBank.from_files``);
             when ``None``, ``default_noise_bank`` (generated noise of
             ``config.augment.noise_kinds``, one minute each, built once per process).
-        report: Receives dropped utterances; a new ``DropReport(config.report_path)``
-            when ``None``.
+        report: Receives dropped utterances; when ``None``, a new
+            ``ProblemReport(config.report_path, log=True)``.
         source: A cached ``decoded_source`` of the same utterances and settings,
             shared by several epochs' pipelines (``config.cache`` must be set).
+        shards: Read the corpus from TFRecord shards (``pipeline.shards``) instead
+            of ``utterances``, decoded in the graph (``shards.shard_source``).
 
     Returns:
         A ``tf.data.Dataset`` of :class:`Batch`. Iterating it re-reads the audio; wrap
@@ -796,7 +741,18 @@ def make_dataset(
     """
     config = config or DatasetConfig()
     shuffle = training and config.shuffle
-    if source is None:
+    if source is None and shards is not None:
+        from .shards import shard_source  # shards.py builds on this module's stages
+
+        source = shard_source(
+            shards,
+            vocabulary,
+            feature_config,
+            dataclasses.replace(config, shuffle=shuffle),
+            input_context=input_context,
+            report=report,
+        )
+    elif source is None:
         source = decoded_source(
             utterances,
             vocabulary,
@@ -847,7 +803,6 @@ def seconds_of_audio(batch: Batch, feature_config: FeatureConfig) -> float:
 __all__ = [
     "Batch",
     "DatasetConfig",
-    "DropReport",
     "Example",
     "UtteranceLoader",
     "alignment_problem",

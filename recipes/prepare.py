@@ -8,6 +8,7 @@ work already done, `--stage N` starts (and `--stop-stage M` stops) anywhere, and
     1. import      the corpus' own layout -> raw/<split>.jsonl   (recipe-specific)
     2. check       header-probe every audio file and normalise every transcript;
                    usable utterances -> <split>.jsonl, the rest -> prepare_report.jsonl
+                   (one JSON line per skipped item: id, kind, reason, source, line)
     3. vocabulary  characters of the training transcripts -> vocabulary.json
     4. config      a ready-to-train config.json (preset + manifests + vocabulary)
 
@@ -20,7 +21,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import importlib
-import json
 import logging
 import math
 import os
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stenograph.pipeline.audio import AudioDecodeError, audio_info
-from stenograph.pipeline.errors import Problem
+from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.manifest import Utterance, read_manifest, write_manifest
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
 
@@ -126,26 +126,31 @@ def run_stages(
 # Shared stages.
 
 
-def probe_audio(utterance: Utterance) -> tuple[Utterance | None, str]:
+def probe_audio(utterance: Utterance) -> Utterance | Problem:
     """Checks an utterance's audio header; fills in a missing duration.
 
     Returns:
-        `(utterance, "")` if usable, else `(None, reason)`.
+        The utterance with its duration if usable, else the `Problem` with it.
     """
+
+    def problem(kind: str, message: str) -> Problem:
+        return Problem(utterance.audio_path, None, kind, message, utterance.id)
+
     try:
         info = audio_info(utterance.audio_path)
     except AudioDecodeError as error:
-        return None, str(error)
+        return problem("unreadable_audio", str(error))
     available = info.duration - utterance.offset
     duration = utterance.duration if utterance.duration is not None else available
     if not math.isfinite(duration) or duration <= 0 or available <= 0:
-        return None, f"no audio after offset {utterance.offset}s (file lasts {available:.3f}s)"
-    return dataclasses.replace(utterance, duration=round(min(duration, available), 3)), ""
+        message = f"no audio after offset {utterance.offset}s (file lasts {available:.3f}s)"
+        return problem("no_audio", message)
+    return dataclasses.replace(utterance, duration=round(min(duration, available), 3))
 
 
 def _probe_all(
     utterances: Sequence[Utterance], split: str, workers: int = 8
-) -> list[tuple[Utterance | None, str]]:
+) -> list[Utterance | Problem]:
     """`probe_audio` of every utterance, in order; threads, since it waits on file I/O.
 
     A progress bar (stderr, on a terminal) counts the files: a 100k-file corpus
@@ -168,26 +173,20 @@ def _probe_all(
 
 def check_split(
     utterances: Sequence[Utterance], normalizer: TextNormalizer, split: str
-) -> tuple[list[Utterance], list[dict[str, Any]]]:
+) -> tuple[list[Utterance], list[Problem]]:
     """Keeps utterances with readable audio and a non-empty normalised transcript.
 
     Returns:
-        `(kept, skipped)`; each skipped item is a JSON-ready dict with its reason.
+        `(kept, skipped)`: the usable utterances, and a `Problem` for each other one.
     """
     kept: list[Utterance] = []
-    skipped: list[dict[str, Any]] = []
-    for utterance, (checked, reason) in zip(utterances, _probe_all(utterances, split), strict=True):
-        if checked is not None and not normalizer(utterance.text).strip():
-            checked, reason = None, "transcript is empty after normalisation"
-        if checked is None:
-            skipped.append(
-                {
-                    "split": split,
-                    "id": utterance.id,
-                    "audio_path": utterance.audio_path,
-                    "reason": reason,
-                }
-            )
+    skipped: list[Problem] = []
+    for utterance, checked in zip(utterances, _probe_all(utterances, split), strict=True):
+        if isinstance(checked, Utterance) and not normalizer(utterance.text).strip():
+            message = "transcript is empty after normalisation"
+            checked = Problem(utterance.audio_path, None, "empty_transcript", message, utterance.id)
+        if isinstance(checked, Problem):
+            skipped.append(checked)
         else:
             kept.append(checked)
     return kept, skipped
@@ -278,26 +277,12 @@ def recipe_stages(
     normalizer = TextNormalizer()
 
     def import_stage() -> None:
-        problems: list[dict[str, Any]] = []
-
-        def record(problem: Problem) -> None:
-            _log.warning("skipped: %s", problem)
-            problems.append(
-                {
-                    "source": problem.source,
-                    "line": problem.line,
-                    "id": problem.item_id,
-                    "reason": f"{problem.kind}: {problem.message}",
-                }
-            )
-
+        problems = ProblemReport(log=True)
         # Recipes hand this to their readers, so bad lines of the corpus' own files
         # reach prepare_report.jsonl, not only the log.
-        args.on_problem = record
+        args.on_problem = problems.add
         splits = recipe.import_splits(args)
-        atomic_write_text(
-            paths.import_report, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in problems)
-        )
+        problems.write(paths.import_report)
         has_train = any(s in splits for s in recipe.train_splits)
         if not has_train or recipe.valid_split not in splits:
             raise ValueError(
@@ -310,26 +295,28 @@ def recipe_stages(
             _log.info("imported %s: %d utterances", split, len(utterances))
 
     def check_stage() -> None:
-        report_lines = []
+        report = ProblemReport()
         if paths.import_report.is_file():
-            report_lines += paths.import_report.read_text(encoding="utf-8").splitlines()
+            for problem in ProblemReport.read(paths.import_report):
+                report.add(problem)
         train: list[Utterance] = []
         for raw in sorted((paths.data_dir / "raw").glob("*.jsonl")):
             split = raw.stem
             utterances = read_manifest(raw, allow_outside_root=True)
             kept, skipped = check_split(utterances, normalizer, split)
             write_manifest(paths.manifest(split), kept, relative_paths=False)
-            report_lines += [json.dumps(item, ensure_ascii=False) for item in skipped]
+            for problem in skipped:
+                report.add(problem)
             if split in recipe.train_splits:
                 train += kept
             _log.info("checked %s: %d usable, %d skipped", split, len(kept), len(skipped))
         if set(recipe.train_splits) != {"train"}:
             write_manifest(paths.train_manifest, train, relative_paths=False)
-        atomic_write_text(paths.report, "".join(line + "\n" for line in report_lines))
-        if report_lines:
+        report.write(paths.report)
+        if report:
             _log.warning(
                 "%d manifest lines or utterances skipped; reasons in %s",
-                len(report_lines),
+                len(report),
                 paths.report,
             )
 

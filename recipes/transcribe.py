@@ -118,8 +118,7 @@ def _manifest_sources(
     from stenograph.pipeline.manifest import read_manifest
 
     def record(problem: Any) -> None:
-        where = problem.item_id or f"{problem.source}:{problem.line}"
-        failures.append(Failure(where, problem.message))
+        failures.append(Failure(problem.label, problem.message))
 
     try:
         utterances = read_manifest(

@@ -15,7 +15,6 @@ from stenograph.pipeline.dataset import (
     LOW_PRIORITY_NICENESS,
     Batch,
     DatasetConfig,
-    DropReport,
     UtteranceLoader,
     alignment_problem,
     ctc_min_frames,
@@ -24,6 +23,7 @@ from stenograph.pipeline.dataset import (
     make_dataset,
     min_samples_for_frames,
 )
+from stenograph.pipeline.errors import ProblemReport
 from stenograph.pipeline.features import FeatureConfig, compute_features, num_frames
 from stenograph.pipeline.manifest import Utterance
 from stenograph.pipeline.text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
@@ -96,27 +96,27 @@ def eval_config(**kwargs):
 def test_bad_inputs_are_reported_and_skipped_while_the_rest_flows(corpus, vocabulary, tmp_path):
     report_path = tmp_path / "drops.jsonl"
     config = eval_config(report_path=str(report_path))
-    report = DropReport(report_path)
+    report = ProblemReport(report_path)
     batches = collect(make_dataset(corpus["all"], vocabulary, FEATURES, config, report=report))
     ids = sorted(i.decode() for b in batches for i in b.utterance_ids)
     assert ids == sorted(u.id for u in corpus["good"])
     lines = [json.loads(line) for line in report_path.read_text().splitlines()]
-    by_id = {line["item_id"]: line for line in lines}
+    by_id = {line["id"]: line for line in lines}
     assert len(lines) == len(corpus["bad"]) + 1
     for kind, utterance in corpus["bad"].items():
         assert by_id[utterance.id]["kind"] == kind
         assert by_id[utterance.id]["source"] == utterance.audio_path
-        assert by_id[utterance.id]["message"]
+        assert by_id[utterance.id]["reason"]
     assert by_id["bad_long_audio"]["kind"] == "duration_out_of_range"
-    assert "max_duration" in by_id["bad_long_audio"]["message"]
-    assert "nowhere.flac" in by_id["bad_missing"]["message"]
+    assert "max_duration" in by_id["bad_long_audio"]["reason"]
+    assert "nowhere.flac" in by_id["bad_missing"]["reason"]
     assert report.counts()["duration_out_of_range"] == 2 and len(report) == 7
-    assert report.summary().startswith("7 dropped")
+    assert report.summary().startswith("7 skipped")
 
 
 def test_evaluation_keeps_unalignable_transcripts_to_score_them(corpus, vocabulary, tmp_path):
     hard = corpus["bad"]["transcript_too_long"]
-    report = DropReport(tmp_path / "drops.jsonl")
+    report = ProblemReport(tmp_path / "drops.jsonl")
     config = eval_config(drop_unalignable=False)
     batches = collect(
         make_dataset([*corpus["good"][:3], hard], vocabulary, FEATURES, config, report=report)
@@ -334,7 +334,7 @@ def test_a_shared_cached_source_decodes_each_file_once_across_epochs(
     utterances = corpus["all"][:8]
     good = sorted(u.id for u in utterances if u.id.startswith("good"))
     config = eval_config(cache="memory", shuffle_buffer_size=64)
-    report = DropReport()
+    report = ProblemReport()
     source = decoded_source(utterances, vocabulary, FEATURES, config, report=report)
     orders = []
     for epoch in range(3):

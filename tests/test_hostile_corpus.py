@@ -190,12 +190,12 @@ def test_transcripts_normalise_as_expected(corpus: HostileCorpus) -> None:
 
 
 def test_training_dataset_uses_the_good_and_reports_every_bad_item(corpus: HostileCorpus) -> None:
-    from stenograph.pipeline.dataset import DatasetConfig, DropReport, make_dataset
+    from stenograph.pipeline.dataset import DatasetConfig, make_dataset
     from stenograph.pipeline.features import FeatureConfig
 
     utterances = read_manifest(corpus.manifest, on_problem=lambda p: None)
     vocabulary = Vocabulary.from_alphabet(ENGLISH_ALPHABET)  # lacks "ö" and "語"
-    report = DropReport()
+    report = ProblemReport()
     config = DatasetConfig(batch_size=4, time_reduction=3, max_duration=20.0, seed=3)
     dataset = make_dataset(
         utterances, vocabulary, FeatureConfig(), config, training=True, report=report
@@ -253,8 +253,8 @@ def test_prepare_keeps_the_usable_and_reports_every_skip(
         if item.stage == "manifest":
             entry = next(r for r in report if r.get("line") == item.line)
         else:
-            entry = next(r for r in report if r.get("id") == item.id and "split" in r)
-        assert item.reason_matches(entry["reason"]), (item.kind, entry)
+            entry = next(r for r in report if r["id"] == item.id and r["line"] is None)
+        assert item.reason_matches(f"{entry['kind']}: {entry['reason']}"), (item.kind, entry)
     assert kept == {item.id for item in corpus.items if item.stage not in
                     ("manifest", "header", "text")}  # fmt: skip
     counts = re.search(r"checked train: (\d+) usable, (\d+) skipped", stderr)
@@ -276,7 +276,7 @@ def trained(corpus: HostileCorpus, tmp_path_factory: pytest.TempPathFactory):
 
 def _report(path: Path) -> dict[str, dict]:
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return {p["item_id"]: p for p in lines}
+    return {p["id"]: p for p in lines}
 
 
 @pytest.mark.slow
@@ -291,10 +291,10 @@ def test_train_uses_the_good_and_reports_every_skip(corpus: HostileCorpus, train
         if item.kind == "path_outside_root":
             continue
         problem = by_line[item.line] if item.stage == "manifest" else report[item.id]
-        assert item.reason_matches(f"{problem['kind']}: {problem['message']}"), (item, problem)
+        assert item.reason_matches(f"{problem['kind']}: {problem['reason']}"), (item, problem)
     dropped = {key for key, problem in report.items() if problem["line"] is None}
     assert not corpus.used_ids & dropped, "a usable utterance was reported as skipped"
-    counts = re.search(r"(\d+) training and \d+ validation utterances read; (\d+) dropped", stderr)
+    counts = re.search(r"(\d+) training and \d+ validation utterances read; (\d+) skipped", stderr)
     assert counts, stderr[-3000:]
     assert int(counts.group(2)) == len(report)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -480,7 +480,7 @@ def test_over_long_files_are_refused_from_their_header_not_decoded(
     monkeypatch.setattr(data_lib, "load_audio", recording_load_audio)
     utterances = [u for u in _utterances(corpus).values() if u.id in ("ten-minutes", "good-00")]
     assert all(u.duration is None for u in utterances)  # only the header can tell
-    report = data_lib.DropReport()
+    report = ProblemReport()
     config = data_lib.DatasetConfig(batch_size=2, max_duration=20.0, num_parallel_calls=1)
     dataset = data_lib.make_dataset(
         utterances, Vocabulary.from_alphabet(ENGLISH_ALPHABET), FeatureConfig(), config,

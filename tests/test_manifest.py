@@ -114,7 +114,7 @@ def test_every_kind_of_bad_line_is_reported_with_line_number_and_skipped(tmp_pat
     }
     assert all(p.source == str(path) for p in report.problems)
     assert str(report.problems[2]).startswith(f"{path}:4: duplicate id 'good1' (first on line 1)")
-    assert report.summary().startswith("9 problems")
+    assert report.summary().startswith("9 skipped")
 
 
 def test_problem_report_writes_json_lines(tmp_path):
@@ -126,13 +126,26 @@ def test_problem_report_writes_json_lines(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "report.jsonl").read_text().splitlines()]
     assert rows == [
         {
+            "id": None,
+            "kind": "invalid_json",
+            "reason": rows[0]["reason"],
             "source": str(path),
             "line": 1,
-            "kind": "invalid_json",
-            "message": rows[0]["message"],
-            "item_id": None,
         }
     ]
+    assert rows[0]["reason"] and ProblemReport.read(tmp_path / "report.jsonl") == report.problems
+
+
+def test_problem_report_streams_to_its_file_once_per_problem(tmp_path):
+    """With a path each problem is written as it arrives; a repeat is recorded once."""
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"oops\n{}\n" + _line(id="a", audio_path="a.wav", text="x"))
+    report = ProblemReport(tmp_path / "live.jsonl")
+    read_manifest(path, on_problem=report.add)
+    read_manifest(path, on_problem=report.add)  # the same two bad lines again
+    assert len(report) == 2 and report.summary() == "2 skipped: 1 invalid_json, 1 missing_field"
+    assert ProblemReport.read(tmp_path / "live.jsonl") == report.problems
+    assert [p.label for p in report.problems] == [f"{path}:1", f"{path}:2"]
 
 
 def test_problems_are_logged_when_no_callback(tmp_path, caplog):
