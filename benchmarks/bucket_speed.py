@@ -8,7 +8,7 @@ every padded frame. The pipeline's default bucket edges (2, 3, 4, ... 30 s) suit
 audio; the commands corpus is 0.5-3.4 s, so nearly every utterance falls in the first
 bucket. The reference is the default edges; ours are `recipe.BUCKET_SECONDS`. Both
 train the demo's model on the demo's config (shipped corpus, augmentation,
-mixed_bfloat16, batch 16, one thread per op), each setting in a fresh process,
+the precision `auto` picks, batch 16, one thread per op), each setting in a fresh process,
 alternating, so that the machine's load hits every one. Printed: ms per step, the
 padded frames per step, and utterances per second (what buys the demo more epochs).
 """

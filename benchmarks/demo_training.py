@@ -1,10 +1,19 @@
-"""Shared harness of the demo-training benchmarks (`train_threads.py`, `bucket_speed.py`).
+"""The demo's training steps per minute by precision, and the demo benchmarks' harness.
 
-Each benchmark times training steps of the demo's model on the shipped commands
-corpus under a few settings. Every setting runs in a fresh process (TensorFlow's
-thread counts are fixed at start-up), and the settings alternate round by round, so
-that the machine's load hits every one. A script gives its settings and a child
-function; this module prepares the config, runs the rounds and times the steps.
+    python benchmarks/demo_training.py                  # 2 rounds of 200 steps each
+    python benchmarks/demo_training.py --rounds 3 --steps 300
+
+Run as a script, it trains the demo's model (its config, augmentation and threads, on
+the shipped commands corpus) under `--precision auto`, `float32` and `mixed_bfloat16`,
+and prints the steps per minute of each, which policy `auto` chose on this machine
+and why, and the ratios.
+
+It is also the shared harness of `train_threads.py` and `bucket_speed.py`: each
+benchmark times training steps of the demo's model under a few settings. Every
+setting runs in a fresh process (TensorFlow's thread counts and the precision policy
+are fixed at start-up), and the settings alternate round by round, so that the
+machine's load hits every one. A script gives its settings and a child function;
+this module prepares the config, runs the rounds and times the steps.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,14 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Sequence[str], step
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
 
 
-def prepared_config(folder: Path) -> Path:
-    """The demo's training config for the shipped corpus, written under `folder`."""
-    from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe
+def prepared_config(folder: Path, precision: str | None = None) -> Path:
+    """The demo's training config for the shipped corpus, written under `folder`.
+
+    Args:
+        folder: Where the prepared data and the config go.
+        precision: `train.precision` (default: the demo's).
+    """
     from stenograph.recipes.config import ExperimentConfig
+    from stenograph.recipes.spoken_commands import SHIPPED_CORPUS_DIR, recipe
 
     paths = recipe.prepare_data(folder, SHIPPED_CORPUS_DIR)
     base = ExperimentConfig.load(paths.config)
-    config = recipe.commands_config(base, 1000, 30, recipe.DEFAULT_PRECISION)
+    config = recipe.commands_config(base, 1000, 30, precision or recipe.DEFAULT_PRECISION)
     path = folder / "train_config.json"
     config.save(path)
     return path
@@ -106,7 +121,7 @@ def alternate_rounds(
     """
     results: Results = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as folder:
-        config_path = prepared_config(Path(folder))
+        config_path = prepared_config(Path(folder), getattr(args, "precision", None))
         for round_index in range(args.rounds):
             for setting in settings:
                 result = run_child(script, config_path, setting, args.steps)
@@ -121,3 +136,73 @@ def child_main(args: argparse.Namespace, measure: Callable[[Path, str, int], Any
         return False
     print(json.dumps(measure(args.config, args.child, args.steps)), flush=True)
     return True
+
+
+# --------------------------------------------------------------------------- precisions
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+def time_precision(config_path: Path, precision: str, steps: int) -> dict[str, Any]:
+    """Runs in a child process: the demo's ms per step under `precision`, as the demo runs."""
+    from stenograph.recipes import cli
+
+    cli.configure_threads()
+    from stenograph.recipes import hardware
+    from stenograph.recipes.config import ExperimentConfig
+
+    config = ExperimentConfig.load(config_path).override({"train.precision": precision})
+    choice = hardware.resolve_precision(precision, hardware.read_device_facts())
+    wall, cpu = time_training_steps(config, steps)
+    import keras
+
+    return {
+        "ms_per_step": 1000 * wall / steps,
+        "cpu_percent": 100 * cpu / wall,
+        "policy": keras.mixed_precision.dtype_policy().name,  # what training set
+        "reason": choice.reason,
+    }
+
+
+def print_precision_table(results: Results) -> None:
+    """The steps per minute of each precision, with `auto`'s choice and the ratios."""
+    medians = {
+        name: statistics.median(r["ms_per_step"] for r in rounds)
+        for name, rounds in results.items()
+    }
+    auto = results["auto"][0]
+    print(f"\nauto chose {auto['policy']}: {auto['reason']}")
+    print(
+        "\n| precision | ms per step (median) | rounds | steps per minute "
+        "| vs float32 | vs mixed_bfloat16 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in PRECISIONS:
+        label = f"auto ({auto['policy']})" if name == "auto" else name
+        rounds = ", ".join(f"{r['ms_per_step']:.1f}" for r in results[name])
+        print(
+            f"| {label} | {medians[name]:.1f} | {rounds} | {60000 / medians[name]:.0f} | "
+            f"{medians['float32'] / medians[name]:.2f}x | "
+            f"{medians['mixed_bfloat16'] / medians[name]:.2f}x |"
+        )
+
+
+def main() -> None:
+    """Alternates the precisions and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, PRECISIONS, steps=200)
+    args = parser.parse_args()
+    if child_main(args, time_precision):
+        return
+    print(f"CPU cores available: {len(os.sched_getaffinity(0))}", flush=True)
+    results = alternate_rounds(
+        __file__,
+        PRECISIONS,
+        args,
+        lambda r: f"{r['ms_per_step']:.1f} ms/step ({r['policy']}), CPU {r['cpu_percent']:.0f}%",
+    )
+    print_precision_table(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,9 +8,10 @@ what `stenograph train` and `stenograph demo` do on a CPU-only machine with at m
 2 cores: one thread per op (`cli.intra_op_threads`). The third row adds the opt-in
 `data.dataset.low_priority=true` (the pipeline's threads nicer than the model's), for
 machines that do nothing else. All train the demo's model (2 strided convolutions,
-2xBiLSTM(192), mixed_bfloat16, batch 16, the demo's augmentation) on the shipped
-commands corpus, each setting in a fresh process (TensorFlow's thread counts are
-fixed at start-up), alternating, so that the machine's load hits every one.
+2xBiLSTM(192), batch 16, the demo's augmentation, and the demo's precision: `auto`,
+which `--precision` changes) on the shipped commands corpus, each setting in a fresh
+process (TensorFlow's thread counts are fixed at start-up), alternating, so that the
+machine's load hits every one. The table's title names the CPU and the policy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import statistics
 from pathlib import Path
 
 import demo_training
+
+from stenograph.recipes import hardware
 
 SETTINGS = {
     "reference": "TensorFlow's default threads",
@@ -33,6 +36,9 @@ def parse_arguments() -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     demo_training.add_arguments(parser, SETTINGS, steps=200)
+    parser.add_argument(
+        "--precision", default="auto", help="training precision (default: the demo's auto)"
+    )
     return parser.parse_args()
 
 
@@ -52,10 +58,13 @@ def time_steps(config_path: Path, setting: str, steps: int) -> dict[str, float]:
         {"data.dataset": {**config.data.dataset, "low_priority": low_priority}}
     )
     wall, cpu = demo_training.time_training_steps(config, steps)
+    import keras
+
     return {
         "ms_per_step": 1000 * wall / steps,
         "cpu_percent": 100 * cpu / wall,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "policy": keras.mixed_precision.dtype_policy().name,
     }
 
 
@@ -65,12 +74,14 @@ def main() -> None:
     if demo_training.child_main(args, time_steps):
         return
     print(f"CPU cores available: {len(os.sched_getaffinity(0))}", flush=True)
+    print(f"CPU: {hardware.read_device_facts().to_dict()}", flush=True)
     results = demo_training.alternate_rounds(
         __file__,
         list(SETTINGS),
         args,
         lambda r: f"{r['ms_per_step']:.1f} ms/step, CPU {r['cpu_percent']:.0f}%",
     )
+    print(f"\nprecision: {results['ours'][0]['policy']}")
     medians = {
         name: statistics.median(r["ms_per_step"] for r in rs) for name, rs in results.items()
     }

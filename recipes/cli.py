@@ -82,38 +82,13 @@ def _load_tensorflow_quietly() -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
-def intra_op_threads(cpu_cores: int, gpus: int, environment: dict[str, str]) -> int | None:
-    """How many threads TensorFlow should give one op (None: TensorFlow's default).
-
-    On a CPU-only machine with at most 2 cores, 1. There the two directions of a
-    BiLSTM layer already run side by side as separate ops and fill both cores, so
-    splitting an op over threads only adds hand-offs: the demo's training step took
-    76 ms instead of 87 ms with one thread per op (`benchmarks/README.md`). Larger
-    or GPU machines keep TensorFlow's default, as does a user who set
-    `TF_NUM_INTRAOP_THREADS`.
-
-    Args:
-        cpu_cores: Cores this process may run on.
-        gpus: GPUs TensorFlow sees.
-        environment: The process environment.
-
-    Returns:
-        The thread count to set, or None to leave TensorFlow's choice.
-    """
-    if "TF_NUM_INTRAOP_THREADS" in environment or gpus or cpu_cores > 2:
-        return None
-    return 1
-
-
 def configure_threads() -> None:
-    """Applies `intra_op_threads`; TensorFlow allows it only before its first op."""
+    """Applies `hardware.intra_op_threads`; TensorFlow allows it only before its first op."""
     import tensorflow as tf
 
-    from stenograph.pipeline.dataset import cpu_cores
+    from .hardware import intra_op_threads, read_device_facts
 
-    threads = intra_op_threads(
-        cpu_cores(), len(tf.config.list_physical_devices("GPU")), dict(os.environ)
-    )
+    threads = intra_op_threads(read_device_facts(), os.environ)
     if threads is None:
         return
     try:

@@ -20,7 +20,8 @@ from typing import Any
 
 from stenograph.pipeline.features import FeatureConfig
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# "auto": chosen for the machine at the start of training (`hardware.resolve_precision`).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 REDUCTIONS = ("stack", "conv")
 DIRECTIONS = ("bidirectional", "forward")
@@ -165,8 +166,10 @@ class TrainConfig:
         final_learning_rate_ratio: Learning rate at the end of the decay, as a
             fraction of the peak.
         clip_norm: Global gradient-norm clipping (0 disables it).
-        precision: "float32", "mixed_bfloat16" (fast on CPUs with AMX) or
-            "mixed_float16" (GPUs; adds dynamic loss scaling).
+        precision: "auto" (chosen for the machine when training starts:
+            `hardware.choose_precision`; the saved config holds the choice),
+            "float32", "mixed_bfloat16" (faster only on CPUs with AMX, slower on
+            others) or "mixed_float16" (GPUs; adds dynamic loss scaling).
         strategy: "default", "mirrored" (several local GPUs) or "multiworker"
             (several processes/hosts configured by TF_CONFIG).
         checkpoint_every: Write a checkpoint every N steps (and at each epoch end).
@@ -188,7 +191,7 @@ class TrainConfig:
     decay_steps: int = 10000
     final_learning_rate_ratio: float = 0.05
     clip_norm: float = 5.0
-    precision: str = "float32"
+    precision: str = "auto"
     strategy: str = "default"
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
@@ -228,7 +231,7 @@ class TrainConfig:
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # ~0.1 M parameters: the CPU demo and the tests; trains in minutes.
     "tiny": {"reduction": "stack", "reduction_factor": 3, "lstm_units": 64, "lstm_layers": 1},
-    # ~1.6 M parameters: the size of the synthetic-speech probe in DESIGN.md.
+    # ~1.6 M parameters: CPU-sized (LJSpeech's preset; the demo's, with convolutions).
     "small": {"reduction": "stack", "reduction_factor": 3, "lstm_units": 192, "lstm_layers": 2},
     # ~14 M parameters: LibriSpeech-100h on one GPU.
     "medium": {

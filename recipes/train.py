@@ -4,7 +4,7 @@ Usage:
 
     stenograph train --config data/librispeech/config.json --exp-dir exp/librispeech
     stenograph train --train-manifest train.jsonl --valid-manifest dev.jsonl \
-        --preset tiny --precision mixed_bfloat16 --exp-dir exp/tiny --set train.epochs=5
+        --preset tiny --precision float32 --exp-dir exp/tiny --set train.epochs=5
     stenograph train --config data/commands/config.json --exp-dir exp/commands \
         --epochs 30 --max-minutes 10    # at most 30 epochs, at most 10 minutes
 
@@ -12,6 +12,12 @@ Rerunning the same command after a crash or `kill -9` resumes from the newest
 checkpoint: weights, optimizer moments, step counter, epoch and the position in
 the epoch's (seeded) data order; at most the steps since that checkpoint are lost.
 The experiment folder alone reproduces the run (see `experiment.py`).
+
+`--precision auto` (the default) picks the policy for the machine at start
+(`hardware.choose_precision`): mixed_bfloat16 on CPUs with AMX, mixed_float16 on
+GPUs with tensor cores, float32 elsewhere. The choice and its reason are logged,
+saved in config.json (the policy) and hardware.json (the reason and the device); a
+resumed experiment keeps the policy it was trained with.
 """
 
 from __future__ import annotations
@@ -36,12 +42,21 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from stenograph.layers import ctc_greedy_decode, ctc_loss
-from stenograph.pipeline.errors import Problem, ProblemReport
+from stenograph.pipeline import dataset as data_lib
+from stenograph.pipeline.errors import Problem
 from stenograph.pipeline.features import compute_global_stats
 from stenograph.pipeline.text import Vocabulary
 
 from . import experiment as exp_lib
-from .config import ExperimentConfig, TrainConfig, model_preset, parse_override
+from . import hardware
+from .config import (
+    PRECISIONS,
+    ExperimentConfig,
+    TrainConfig,
+    atomic_write_text,
+    model_preset,
+    parse_override,
+)
 from .data import (
     dataset_config,
     decoded_source,
@@ -233,6 +248,57 @@ def check_resumable(saved: ExperimentConfig, requested: ExperimentConfig) -> Non
             "The experiment folder holds a run with a different configuration; resume it with "
             "the same settings or choose a new --exp-dir. Differences: " + "; ".join(differences)
         )
+
+
+def resolve_run_precision(
+    config: ExperimentConfig, saved: ExperimentConfig | None, facts: hardware.DeviceFacts
+) -> tuple[ExperimentConfig, hardware.PrecisionChoice]:
+    """The config with `train.precision` resolved for this device (a pure function).
+
+    Args:
+        config: The requested config (`train.precision` may be "auto").
+        saved: The experiment's saved config when resuming, else None.
+        facts: The device.
+
+    Returns:
+        The config holding the chosen policy, and the choice with its reason.
+    """
+    choice = hardware.resolve_precision(
+        config.train.precision,
+        facts,
+        trained_with=saved.train.precision if saved is not None else None,
+        cudnn_lstm=config.model.use_cudnn is not False,
+    )
+    return config.override({"train.precision": choice.policy}), choice
+
+
+def record_hardware(
+    exp_dir: Path, facts: hardware.DeviceFacts, choice: hardware.PrecisionChoice
+) -> None:
+    """Adds this start's device and precision choice to `<exp>/hardware.json`.
+
+    The newest start's policy and reason are at the top; every start (a resumed run
+    may be on another machine) is listed under "runs".
+    """
+    path = exp_dir / hardware.HARDWARE_FILE
+    runs = []
+    if path.is_file():
+        try:
+            runs = list(json.loads(path.read_text(encoding="utf-8")).get("runs", []))
+        except (json.JSONDecodeError, AttributeError):
+            runs = []  # a damaged record is replaced, never a reason to stop training
+    runs.append(
+        {
+            "device": facts.to_dict(),
+            "precision": choice.policy,
+            "precision_reason": choice.reason,
+            # 0: TensorFlow's own choice.
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    record = {"precision": choice.policy, "precision_reason": choice.reason, "runs": runs}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------
@@ -540,12 +606,19 @@ class TrainingRun:
             )
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         saved_config = self.exp_dir / exp_lib.CONFIG_FILE
-        if saved_config.is_file():
-            check_resumable(ExperimentConfig.load(saved_config), config)
+        saved = ExperimentConfig.load(saved_config) if saved_config.is_file() else None
+        facts = hardware.read_device_facts()
+        config, self.precision = resolve_run_precision(config, saved, facts)
+        self.config = config
+        _log.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
+        if saved is not None:
+            check_resumable(saved, config)
+        if self.is_chief:
+            record_hardware(self.exp_dir, facts, self.precision)
 
         # Every manifest line and utterance left out, with its reason, in one report.
-        self.data_report = ProblemReport(
-            self.exp_dir / DATA_REPORT_FILE if self.is_chief else None, log=True
+        self.data_report = data_lib.DropReport(
+            self.exp_dir / DATA_REPORT_FILE if self.is_chief else None
         )
         self.train_utterances = load_utterances(
             config.data.train_manifest,
@@ -607,8 +680,9 @@ class TrainingRun:
         self.forward = make_forward(self.model)
 
     def _manifest_problem(self, problem: Problem) -> None:
-        # A line without a usable id still gets a key (source:line) in the report.
-        self.data_report.add(dataclasses.replace(problem, item_id=problem.label))
+        # A line without a usable id still needs its own key in the report.
+        key = problem.item_id or f"{problem.source}:{problem.line}"
+        self.data_report.add(dataclasses.replace(problem, item_id=key))
 
     def _initialise_normalizer(self) -> None:
         if self.config.model.normalization != "global":
@@ -976,8 +1050,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument(
         "--precision",
-        choices=("float32", "mixed_bfloat16", "mixed_float16"),
-        help="mixed_bfloat16 is ~4x faster on CPUs with AMX; mixed_float16 for GPUs",
+        choices=PRECISIONS,
+        help="auto (the default): mixed_bfloat16 on CPUs with AMX, mixed_float16 on GPUs "
+        "with tensor cores, float32 elsewhere (on CPUs without AMX mixed_bfloat16 is "
+        "slower than float32); the choice and why are logged and saved in the experiment",
     )
     parser.add_argument(
         "--strategy",

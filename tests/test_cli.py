@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from stenograph.recipes.cli import _is_startup_noise, intra_op_threads
+from stenograph.recipes.cli import _is_startup_noise
 
 
 def test_native_startup_noise_is_recognised_and_real_errors_are_not():
@@ -75,22 +75,7 @@ def test_files_may_follow_options_on_the_command_line():
         parse_arguments(parser, ["evaluate", "--exp-dir", "exp", "--manifest", "m", "extra"])
 
 
-@pytest.mark.parametrize(
-    ("cores", "gpus", "environment", "expected"),
-    [
-        (2, 0, {}, 1),  # the BiLSTM's two directions already fill both cores
-        (1, 0, {}, 1),
-        (4, 0, {}, None),  # larger machines keep TensorFlow's choice
-        (2, 1, {}, None),  # so do GPU machines
-        (2, 0, {"TF_NUM_INTRAOP_THREADS": "2"}, None),  # and a user's own setting
-    ],
-)
-def test_intra_op_threads_is_one_only_on_small_cpu_only_machines(
-    cores, gpus, environment, expected
-):
-    assert intra_op_threads(cores, gpus, environment) == expected
-
-
+# The thread rule itself is tested in tests/test_hardware.py; this, that the CLI applies it.
 def test_the_command_line_runs_ops_on_one_thread_each_on_a_two_core_cpu():
     script = (
         "import os\n"

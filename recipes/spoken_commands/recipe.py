@@ -4,7 +4,7 @@ Usage (exact commands; timings and WER in RESULTS.md):
 
     stenograph demo                                 # everything below, into ./exp/demo
     stenograph demo --out exp/demo --minutes 9.5 --epochs 30 --extra 3000 \
-        --precision mixed_bfloat16                  # = the defaults
+        --precision auto                            # = the defaults
     stenograph demo --extra 0                       # the shipped corpus alone
     stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
 
@@ -54,7 +54,8 @@ from typing import Any
 
 from stenograph.pipeline.manifest import Utterance, read_manifest
 
-from ..config import ExperimentConfig
+from .. import hardware
+from ..config import PRECISIONS, ExperimentConfig
 from ..prepare import PreparedPaths, Recipe, prepare
 from . import SHIPPED_CORPUS_DIR, grammar
 
@@ -73,7 +74,9 @@ DEFAULT_EXTRA_UTTERANCES = 3000
 # distinct 25.2-28.1% / 10.1-11.4%, 4 repeats 21.0% / 9.6%, 8 repeats 21.0% / 8.8%
 # (RESULTS.md, session 5).
 EXTRA_MAX_REPEATS = 8
-DEFAULT_PRECISION = "mixed_bfloat16"  # ~4x faster matmuls on CPUs with AMX (DESIGN.md)
+# Chosen for the machine when training starts (`hardware.choose_precision`):
+# mixed_bfloat16 on CPUs with AMX, mixed_float16 on GPUs with tensor cores, else float32.
+DEFAULT_PRECISION = "auto"
 # The BiLSTM's step is bound by its recurrence, not the batch: 16 utterances per
 # batch cost ~0.55x the time of 32 here, so twice the updates per minute reached a
 # dev CER of 45% in 4 epochs where batch 32 needed 8 (RESULTS.md).
@@ -167,10 +170,10 @@ def commands_config(
             recipe's overrides).
         num_train: Training utterances (sets the cosine decay length).
         epochs: Planned epochs; the learning rate decays over all of them.
-        precision: "float32", "mixed_bfloat16" or "mixed_float16".
+        precision: "auto", "float32", "mixed_bfloat16" or "mixed_float16".
 
     Returns:
-        The resolved config.
+        The recipe's config (`train.precision` as given; training resolves "auto").
     """
     steps_per_epoch = math.ceil(num_train / base.data.batch_size)
     warmup = base.train.warmup_steps
@@ -299,6 +302,20 @@ def trained_state(exp_dir: Path) -> Any:
 
     checkpoint = latest_checkpoint(exp_dir)
     return TrainingState() if checkpoint is None else read_training_state(checkpoint)
+
+
+def training_precision(config: ExperimentConfig, exp_dir: Path) -> hardware.PrecisionChoice:
+    """The precision (and why) training will choose for `config` in `exp_dir`.
+
+    Training resolves the precision the same way when it starts (and records it in
+    `<exp_dir>/hardware.json`); this says it before, for the demo's output.
+    """
+    from ..experiment import CONFIG_FILE
+    from ..train import resolve_run_precision
+
+    saved_path = exp_dir / CONFIG_FILE
+    saved = ExperimentConfig.load(saved_path) if saved_path.is_file() else None
+    return resolve_run_precision(config, saved, hardware.read_device_facts())[1]
 
 
 def train_with_budget(
@@ -678,7 +695,8 @@ def run_demo(
         epochs: Planned training epochs (the learning-rate schedule spans them).
         minutes: Time budget of making the extra data and training; later stages
             are not counted in it.
-        precision: Training precision.
+        precision: Training precision; "auto" chooses for the machine (the summary
+            records the policy used and why).
         generate_sentences: If > 0, generate a corpus of this many sentences with
             the installed TTS engines instead of using the shipped copy.
         extra_utterances: Fresh training utterances to generate with the installed
@@ -699,7 +717,7 @@ def run_demo(
     # TensorFlow's advice about it is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {"out": str(out), "precision": precision}
+    summary: dict[str, Any] = {"out": str(out)}
 
     def stage(name: str, number: int) -> None:
         print(f"\n== [{number}/6] {name} ({_elapsed(started)}) ==", flush=True)
@@ -726,6 +744,9 @@ def run_demo(
     )
     if max_steps:
         config = config.override({"train.max_steps": max_steps})
+    choice = training_precision(config, exp_dir)
+    print(f"train: precision {choice.policy} ({choice.reason})", flush=True)
+    summary["precision"], summary["precision_reason"] = choice.policy, choice.reason
     mark = time.monotonic()
     # The budget covers making the extra data too, so a slow machine trains less
     # rather than running long (but never less than half the budget).
@@ -808,9 +829,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        choices=PRECISIONS,
         default=DEFAULT_PRECISION,
-        help="training precision (mixed_bfloat16: fast on CPUs with AMX; mixed_float16: GPUs)",
+        help="training precision; auto: mixed_bfloat16 on CPUs with AMX (slower than float32 "
+        "on CPUs without), mixed_float16 on GPUs with tensor cores, else float32",
     )
     parser.add_argument(
         "--generate",
