@@ -19,6 +19,19 @@ Both return `transcripts` string [B], `token_ids` int32 [B, L] (padded with -1),
 `token_lengths` int32 [B], `log_probs` float32 [B, T, C] (CTC log-probabilities, blank
 = 0, for external decoders) and `log_prob_lengths` int32 [B].
 
+For a causal model (`model.direction = "forward"`, e.g. `--preset streaming`) the
+export also holds three streaming signatures around `recipes.streaming.StreamingStep`,
+with the whole carried state as named tensors (README.md, "Streaming"):
+  * `stream_init()` returns the initial state;
+  * `stream_step(samples float32 [1, n] at 16 kHz, **state)` returns the new state
+    (same names), `log_probs` float32 [1, t, C] (the new CTC frames) and `transcript`
+    string [1] (the greedy text so far; the greedy decoder's last token and text
+    travel in the state as `greedy_last_token` and `greedy_text`);
+  * `stream_finish(**state)` flushes the end of the stream, with the same outputs.
+With `--tflite` the chunk-by-chunk step is also written as `stream_step.tflite` for
+a fixed chunk (`--stream-chunk-ms`): samples and the model state in, `log_probs` and
+the new state out (no strings: text decoding stays in the app).
+
 The graph is always built with our LSTM kernel (`use_cudnn=False`) and the trained
 weights loaded into it, so a model trained with cuDNN exports and runs on CPU. The
 export is written to a temporary sibling folder, checked by loading it back, then
@@ -28,7 +41,6 @@ renamed into place: an interrupted export never leaves a broken model at the tar
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -36,10 +48,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -57,8 +69,7 @@ from .decoding import (
     read_tuned_decoding,
     unigrams_path_for,
 )
-from .experiment import CONFIG_FILE, VOCABULARY_FILE, resolve_weights
-from .model import build_model
+from .experiment import load_experiment
 
 _log = logging.getLogger("stenograph.export")
 
@@ -67,6 +78,12 @@ EXTRA_DIR = EXPORT_EXTRA_DIR  # TF Serving's folder for files the graph does not
 TFLITE_FILE = "model.tflite"
 SIGNATURES = ("serving_default", "transcribe_wav")
 OUTPUT_KEYS = ("transcripts", "token_ids", "token_lengths", "log_probs", "log_prob_lengths")
+STREAM_SIGNATURES = ("stream_init", "stream_step", "stream_finish")
+STREAM_TFLITE_FILE = "stream_step.tflite"
+DEFAULT_STREAM_CHUNK_MS = 160
+# The greedy decoder's part of the stream state (the model's part comes from the step).
+GREEDY_LAST_TOKEN = "greedy_last_token"
+GREEDY_TEXT = "greedy_text"
 
 
 def seconds_per_frame(feature_config: FeatureConfig, reduction_factor: int) -> float:
@@ -166,7 +183,8 @@ def load_cpu_model(
 ) -> tuple[Any, ...]:
     """Builds an experiment's model with our LSTM kernel and loads its trained weights.
 
-    cuDNN and our kernel share variables, so weights trained either way load here.
+    cuDNN and our kernel share variables, so weights trained either way load here
+    (`experiment.load_experiment`, the one loader for inference).
 
     Args:
         exp_dir: Experiment folder.
@@ -177,17 +195,8 @@ def load_cpu_model(
     Returns:
         `(config, vocabulary, model)`.
     """
-    exp_dir = Path(exp_dir)
-    if not (exp_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(
-            f"Not an experiment folder (no {CONFIG_FILE}). Received: exp_dir={str(exp_dir)!r}"
-        )
-    config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
-    vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
-    cpu_config = dataclasses.replace(config.model, use_cudnn=use_cudnn)
-    model = build_model(cpu_config, config.features, num_classes=len(vocabulary.tokens))
-    model.load_weights(resolve_weights(exp_dir, weights))
-    return config, vocabulary, model
+    experiment = load_experiment(exp_dir, weights, use_cudnn)
+    return experiment.config, experiment.vocabulary, experiment.model
 
 
 def serving_module_for(
@@ -197,6 +206,160 @@ def serving_module_for(
     return ServingModule(
         model, config.features, vocabulary, config.model.reduction_factor, beam_width
     )
+
+
+# ---------------------------------------------------------------------------
+# Streaming signatures (causal models)
+
+
+class StreamingStepLike(Protocol):
+    """What the stream signatures need of `recipes.streaming.StreamingStep`."""
+
+    state_signature: dict[str, tf.TensorSpec]
+
+    def initial_state(self) -> dict[str, tf.Tensor]:
+        """The state before any audio, batch 1."""
+        ...
+
+    def step(
+        self, samples: tf.Tensor, state: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Samples `[1, n]` and the state to `(log_probs [1, t, C], new state)`."""
+        ...
+
+    def finish(self, state: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Flushes the end of the stream: `(log_probs [1, t, C], new state)`."""
+        ...
+
+
+def greedy_continue(
+    log_probs: tf.Tensor, last_token: tf.Tensor, text: tf.Tensor, vocabulary: Vocabulary
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Extends a greedy CTC transcript with new frames, exactly as a whole-file decode would.
+
+    Best path per frame, repeats merged (across chunk borders too, through the
+    carried `last_token`), blanks dropped; -1 as the first `last_token` matches
+    `ctc_greedy_decode`'s padding.
+
+    Args:
+        log_probs: New CTC frames `[1, t, C]` (t may be 0).
+        last_token: The best class of the previous frame, int32 `[1]` (-1 at the start).
+        text: The text so far, string `[1]`.
+        vocabulary: Maps token ids to characters.
+
+    Returns:
+        `(last_token [1], text [1])` after the new frames.
+    """
+    best = tf.argmax(log_probs[0], axis=-1, output_type=tf.int32)  # [t]
+    previous = tf.concat([last_token, best[:-1]], axis=0)  # [t]
+    keep = tf.not_equal(best, previous) & tf.not_equal(best, 0)  # [t]
+    new_ids = tf.boolean_mask(best, keep)[tf.newaxis]  # [1, n]
+    piece = vocabulary.decode_tf(new_ids, tf.shape(new_ids)[1:])  # [1]
+    last_token = tf.concat([last_token, best], axis=0)[-1:]  # [1]
+    return last_token, tf.strings.join([text, piece])
+
+
+class StreamingSignatures(tf.Module):
+    """`stream_init`, `stream_step` and `stream_finish` around a streaming step.
+
+    The state the signatures take and return is the step's state plus the greedy
+    decoder's (`greedy_last_token` int32 [1], `greedy_text` string [1]), all named
+    tensors, so a caller needs TensorFlow alone and keeps nothing but that dict.
+
+    Args:
+        step: A `recipes.streaming.StreamingStep` (or anything with its interface).
+        vocabulary: Maps token ids to characters (blank = 0).
+    """
+
+    def __init__(self, step: StreamingStepLike, vocabulary: Vocabulary) -> None:
+        super().__init__(name="streaming")
+        reserved = {GREEDY_LAST_TOKEN, GREEDY_TEXT, "samples", "log_probs", "transcript"}
+        clash = reserved & set(step.state_signature)
+        if clash:
+            raise ValueError(f"The streaming step's state uses reserved names {sorted(clash)}")
+        self.step_module = step
+        self.vocabulary = vocabulary
+
+    @property
+    def model_state_signature(self) -> dict[str, tf.TensorSpec]:
+        """The streaming step's own state: names, dtypes and shapes."""
+        return dict(self.step_module.state_signature)
+
+    @property
+    def state_signature(self) -> dict[str, tf.TensorSpec]:
+        """Every state tensor the signatures carry, the greedy decoder's included."""
+        return {
+            **self.model_state_signature,
+            GREEDY_LAST_TOKEN: tf.TensorSpec([1], tf.int32),
+            GREEDY_TEXT: tf.TensorSpec([1], tf.string),
+        }
+
+    def init(self) -> dict[str, tf.Tensor]:
+        """The initial state, as `stream_init` returns it."""
+        return {
+            **self.step_module.initial_state(),
+            GREEDY_LAST_TOKEN: tf.constant([-1], tf.int32),
+            GREEDY_TEXT: tf.constant([""]),
+        }
+
+    def step(self, samples: tf.Tensor, **state: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Feeds samples `[1, n]`: the new state, `log_probs` and `transcript`."""
+        samples = tf.debugging.check_numerics(samples, "stream_step: samples hold NaN or Inf")
+        log_probs, model_state = self.step_module.step(samples, self._model_state(state))
+        return self._outputs(log_probs, model_state, state)
+
+    def finish(self, **state: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Flushes the end of the stream: the final state, last `log_probs`, `transcript`."""
+        log_probs, model_state = self.step_module.finish(self._model_state(state))
+        return self._outputs(log_probs, model_state, state)
+
+    def _model_state(self, state: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {name: state[name] for name in self.model_state_signature}
+
+    def _outputs(
+        self,
+        log_probs: tf.Tensor,
+        model_state: dict[str, tf.Tensor],
+        state: dict[str, tf.Tensor],
+    ) -> dict[str, tf.Tensor]:
+        log_probs = tf.cast(log_probs, tf.float32)  # [1, t, C]
+        last_token, text = greedy_continue(
+            log_probs, state[GREEDY_LAST_TOKEN], state[GREEDY_TEXT], self.vocabulary
+        )
+        outputs = {name: tf.identity(value) for name, value in model_state.items()}
+        outputs.update(
+            {
+                GREEDY_LAST_TOKEN: last_token,
+                GREEDY_TEXT: text,
+                "log_probs": tf.identity(log_probs),
+                "transcript": tf.identity(text),
+            }
+        )
+        return outputs
+
+    def concrete_functions(self) -> dict[str, Any]:
+        """The three signatures as concrete functions with named inputs."""
+        samples = tf.TensorSpec([1, None], tf.float32)
+        state = self.state_signature
+        return {
+            "stream_init": tf.function(self.init).get_concrete_function(),
+            "stream_step": tf.function(self.step).get_concrete_function(samples=samples, **state),
+            "stream_finish": tf.function(self.finish).get_concrete_function(**state),
+        }
+
+
+def streaming_signatures_for(
+    config: ExperimentConfig, vocabulary: Vocabulary, model: keras.Model
+) -> StreamingSignatures | None:
+    """The stream signatures of a causal model; None for a bidirectional one."""
+    from .model import is_causal
+
+    if not is_causal(config.model):
+        return None
+    from .streaming import StreamingStep
+
+    step = StreamingStep(model, config.features, config.model)
+    return StreamingSignatures(step, vocabulary)
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +373,8 @@ class ExportResult:
     saved_model: Path
     tflite: Path | None
     seconds: float
+    stream_tflite: Path | None = None
+    stream_tflite_ops: tuple[str, ...] = ()
 
 
 def export_module(
@@ -218,16 +383,21 @@ def export_module(
     tflite: bool = False,
     overwrite: bool = False,
     add_extras: Callable[[Path], None] | None = None,
+    streaming: StreamingSignatures | None = None,
+    stream_chunk_ms: float = DEFAULT_STREAM_CHUNK_MS,
 ) -> ExportResult:
     """Writes a SavedModel (and optionally TFLite) for `module`, atomically.
 
     Args:
         module: What to export.
         output_dir: Target folder; must not exist unless `overwrite`.
-        tflite: Also write `model.tflite` (TFLite builtins plus select TF ops).
+        tflite: Also write `model.tflite` (TFLite builtins plus select TF ops), and
+            with `streaming` `stream_step.tflite`.
         overwrite: Replace an existing export.
         add_extras: Called with the export folder before it is checked and moved
             into place, to add files (e.g. the tuned LM).
+        streaming: Adds the `stream_*` signatures (causal models).
+        stream_chunk_ms: The fixed chunk of `stream_step.tflite`, in milliseconds.
 
     Returns:
         An `ExportResult`.
@@ -244,10 +414,15 @@ def export_module(
     _remove_stale_partials(target)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
+    stream_ops: tuple[str, ...] = ()
     try:
-        _write_saved_model(module, partial)
+        _write_saved_model(module, partial, streaming)
         if tflite:
             write_tflite(module, partial / TFLITE_FILE)
+        if tflite and streaming is not None:
+            chunk = stream_chunk_samples(module.feature_config, stream_chunk_ms)
+            stream_ops = write_stream_tflite(streaming, partial / STREAM_TFLITE_FILE, chunk)
+            _record_stream_tflite(partial, chunk, stream_ops)
         if add_extras is not None:
             add_extras(partial)
         _check_loadable(partial)
@@ -256,14 +431,21 @@ def export_module(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     tflite_path = target / TFLITE_FILE if tflite else None
-    return ExportResult(target, tflite_path, time.perf_counter() - started)
+    stream_tflite = target / STREAM_TFLITE_FILE if stream_ops else None
+    seconds = time.perf_counter() - started
+    return ExportResult(target, tflite_path, seconds, stream_tflite, stream_ops)
 
 
-def _write_saved_model(module: ServingModule, folder: Path) -> None:
+def _write_saved_model(
+    module: ServingModule, folder: Path, streaming: StreamingSignatures | None = None
+) -> None:
     signatures = {
         "serving_default": module.transcribe.get_concrete_function(),
         "transcribe_wav": module.transcribe_wav.get_concrete_function(),
     }
+    if streaming is not None:
+        module.streaming = streaming  # tracked: saved with the module (weights shared)
+        signatures.update(streaming.concrete_functions())
     tf.saved_model.save(module, str(folder), signatures=signatures)
     extra = folder / EXTRA_DIR
     extra.mkdir(exist_ok=True)
@@ -275,9 +457,14 @@ def _write_saved_model(module: ServingModule, folder: Path) -> None:
         "features": module.feature_config.to_dict(),
         "blank_index": 0,
         "decoder": f"beam{module.beam_width}" if module.beam_width else "greedy",
-        "signatures": list(SIGNATURES),
+        "signatures": list(SIGNATURES) + (list(STREAM_SIGNATURES) if streaming else []),
         "outputs": list(OUTPUT_KEYS),
     }
+    if streaming is not None:
+        metadata["stream_state"] = {
+            name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+            for name, spec in streaming.state_signature.items()
+        }
     (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
@@ -344,13 +531,114 @@ def write_tflite(module: ServingModule, path: Path) -> None:
 
 
 def _check_loadable(folder: Path) -> None:
-    """Loads the export back and transcribes a second of silence, so a broken export fails here."""
+    """Loads the export back and transcribes a second of silence, so a broken export fails here.
+
+    An export with stream signatures also runs that second through `stream_step` and
+    `stream_finish`.
+    """
     loaded = tf.saved_model.load(str(folder))
     serve = loaded.signatures["serving_default"]
     result = serve(waveforms=tf.zeros([1, 16000]), lengths=tf.constant([16000]))
     missing = set(OUTPUT_KEYS) - set(result)
     if missing:
         raise RuntimeError(f"Exported model lacks outputs {sorted(missing)} in {folder}")
+    if "stream_step" in loaded.signatures:
+        state = loaded.signatures["stream_init"]()
+        stepped = loaded.signatures["stream_step"](samples=tf.zeros([1, 16000]), **state)
+        finished = loaded.signatures["stream_finish"](**_state_only(stepped, state))
+        if "transcript" not in finished or set(state) - set(finished):
+            raise RuntimeError(f"Exported stream signatures lack outputs in {folder}")
+
+
+def _state_only(outputs: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    return {name: outputs[name] for name in state}
+
+
+def stream_chunk_samples(feature_config: FeatureConfig, chunk_ms: float) -> int:
+    """Samples in a chunk of `chunk_ms` milliseconds at the model's rate (at least 1)."""
+    samples = int(round(chunk_ms * feature_config.sample_rate / 1000))
+    if samples < 1:
+        raise ValueError(f"--stream-chunk-ms must be > 0. Received: {chunk_ms}")
+    return samples
+
+
+def write_stream_tflite(
+    streaming: StreamingSignatures, path: Path, chunk_samples: int
+) -> tuple[str, ...]:
+    """Converts the chunk-by-chunk model step to TFLite, for chunks of `chunk_samples`.
+
+    The flatbuffer's `stream_step` signature takes `samples` float32 `[1, chunk]` and
+    the model's state (the `stream_init` tensors without the greedy decoder's, whose
+    strings TFLite's builtin ops cannot hold) and returns `log_probs` and the new
+    state. The conversion asks for TFLite builtin ops only and falls back to select
+    TF ops (Flex) only if a builtin is missing.
+
+    Returns:
+        The ops the flatbuffer needs (`tflite_ops`), Flex ops prefixed `Flex`.
+    """
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    core = streaming.step_module
+    specs = {name: spec for name, spec in streaming.model_state_signature.items()}
+    samples = tf.TensorSpec([1, chunk_samples], tf.float32)
+
+    def model_step(samples: tf.Tensor, **state: tf.Tensor) -> dict[str, tf.Tensor]:
+        log_probs, new_state = core.step(samples, state)
+        return {**new_state, "log_probs": tf.cast(log_probs, tf.float32)}
+
+    concrete = tf.function(model_step).get_concrete_function(samples=samples, **specs)
+    frozen = convert_variables_to_constants_v2(concrete)
+    try:
+        content = _convert(frozen, builtins_only=True)
+    except Exception as error:  # noqa: BLE001 - the converter raises several kinds
+        _log.warning("stream_step.tflite needs select TF ops: %s", _describe_error(error))
+        content = _convert(frozen, builtins_only=False)
+    path.write_bytes(content)
+    return tflite_ops(content)
+
+
+def _convert(frozen: Any, builtins_only: bool) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [] if builtins_only else [tf.lite.OpsSet.SELECT_TF_OPS]
+    )
+    return converter.convert()
+
+
+def _describe_error(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if "op" in line.lower()]
+    return (lines or [type(error).__name__])[0][:300]
+
+
+def tflite_ops(content: bytes) -> tuple[str, ...]:
+    """The distinct ops a TFLite flatbuffer uses, sorted (select TF ops as `Flex<Op>`)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(content, 0)
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if name.isupper()}
+    ops = set()
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops.add(code.CustomCode().decode())
+        else:
+            ops.add(names.get(builtin, str(builtin)))
+    return tuple(sorted(ops))
+
+
+def _record_stream_tflite(folder: Path, chunk_samples: int, ops: Sequence[str]) -> None:
+    """Adds the TFLite stream step's chunk size and ops to the export's metadata."""
+    path = folder / EXTRA_DIR / METADATA_FILE
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    metadata["stream_tflite"] = {
+        "file": STREAM_TFLITE_FILE,
+        "chunk_samples": chunk_samples,
+        "ops": list(ops),
+    }
+    path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -409,6 +697,7 @@ def export_experiment(
     tflite: bool = False,
     overwrite: bool = False,
     bundle_lm: bool = True,
+    stream_chunk_ms: float = DEFAULT_STREAM_CHUNK_MS,
 ) -> ExportResult:
     """Exports an experiment's model as a SavedModel (see the module docstring).
 
@@ -421,18 +710,26 @@ def export_experiment(
         overwrite: Replace an existing export.
         bundle_lm: Copy the LM `stenograph lm tune` chose (and its weights) into
             `assets.extra/`, so `transcribe EXPORT` decodes with it by default.
+        stream_chunk_ms: Chunk of `stream_step.tflite` (causal models with `tflite`).
 
     Returns:
         An `ExportResult`.
     """
     config, vocabulary, model = load_cpu_model(exp_dir, weights)
     module = serving_module_for(config, vocabulary, model, beam_width)
+    streaming = streaming_signatures_for(config, vocabulary, model)
     tuned = read_tuned_decoding(exp_dir) if bundle_lm else {}
     add_extras = None
     if tuned.get("lm_path") and Path(tuned["lm_path"]).is_file():
         add_extras = functools.partial(bundle_tuned_lm, tuned)
     return export_module(
-        module, output_dir, tflite=tflite, overwrite=overwrite, add_extras=add_extras
+        module,
+        output_dir,
+        tflite=tflite,
+        overwrite=overwrite,
+        add_extras=add_extras,
+        streaming=streaming,
+        stream_chunk_ms=stream_chunk_ms,
     )
 
 
@@ -464,6 +761,15 @@ def bundle_tuned_lm(tuned: dict[str, Any], folder: Path) -> None:
 def is_saved_model(folder: str | os.PathLike[str]) -> bool:
     """Whether `folder` holds a SavedModel."""
     return (Path(folder) / "saved_model.pb").is_file()
+
+
+def is_streaming_export(folder: str | os.PathLike[str]) -> bool:
+    """Whether an export written by `stenograph export` has the stream signatures."""
+    path = Path(folder) / EXTRA_DIR / METADATA_FILE
+    if not path.is_file():
+        return False
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    return "stream_step" in metadata.get("signatures", [])
 
 
 class KerasAcousticModel:
@@ -542,7 +848,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--beam-width", type=int, default=0, help="CTC beam search in the graph (0: greedy)"
     )
-    parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    parser.add_argument(
+        "--tflite",
+        action="store_true",
+        help="also write model.tflite (and stream_step.tflite for a causal model)",
+    )
+    parser.add_argument(
+        "--stream-chunk-ms",
+        type=float,
+        default=DEFAULT_STREAM_CHUNK_MS,
+        help="fixed chunk of stream_step.tflite in milliseconds (causal models)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     parser.add_argument(
         "--no-lm",
@@ -562,12 +878,20 @@ def run(args: argparse.Namespace) -> int:
         tflite=args.tflite,
         overwrite=args.overwrite,
         bundle_lm=not args.no_lm,
+        stream_chunk_ms=args.stream_chunk_ms,
     )
     print(f"export: SavedModel written to {result.saved_model} in {result.seconds:.1f} s")
+    if is_streaming_export(result.saved_model):
+        print("export: with the stream_init/stream_step/stream_finish signatures (causal model)")
     if (result.saved_model / EXTRA_DIR / TUNED_DECODING_FILE).is_file():
         print("export: with the tuned LM (assets.extra/lm); transcribe uses it by default")
     if result.tflite is not None:
         print(f"export: TFLite model written to {result.tflite}")
+    if result.stream_tflite is not None:
+        print(
+            f"export: TFLite stream step written to {result.stream_tflite}; ops: "
+            + ", ".join(result.stream_tflite_ops)
+        )
     return 0
 
 

@@ -1,0 +1,220 @@
+"""The export's streaming signatures (`stream_init`, `stream_step`, `stream_finish`).
+
+The streaming signatures must change nothing but latency: a file fed in chunks of
+random sizes through `stream_step` + `stream_finish`, in a fresh process that imports
+TensorFlow alone, gives the log-probabilities (<= 1e-4) and greedy transcript of
+`serving_default` on the whole file.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stenograph.layers import ctc_greedy_decode
+from stenograph.pipeline.features import FeatureConfig, num_frames
+from stenograph.pipeline.text import Vocabulary
+from stenograph.recipes import export as export_lib
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recipe_fixtures import tone_waveform  # noqa: E402
+
+VOCABULARY = Vocabulary.from_alphabet(" 'abcdefghijklmnopqrstuvwxyz")
+
+
+# --------------------------------------------------------------------------- a stand-in step
+
+
+class BufferingStep(tf.Module):
+    """Stand-in for `recipes.streaming.StreamingStep` over a frame-wise model.
+
+    It keeps all the audio so far and emits the frames whose centred STFT window
+    is complete; a frame-wise model then gives exactly the offline frames.
+    """
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        config = module.feature_config
+        self.half_window = config.frame_length // 2
+        self.hop = config.frame_step
+        self.state_signature = {
+            "audio": tf.TensorSpec([1, None], tf.float32),
+            "emitted": tf.TensorSpec([1], tf.int32),
+        }
+
+    def initial_state(self):
+        return {"audio": tf.zeros([1, 0]), "emitted": tf.zeros([1], tf.int32)}
+
+    def step(self, samples, state):
+        audio = tf.concat([state["audio"], samples], axis=1)  # [1, n]
+        ready = tf.maximum(0, (tf.shape(audio)[1] - self.half_window) // self.hop + 1)
+        return self._emit(audio, state["emitted"], ready)
+
+    def finish(self, state):
+        audio = state["audio"]
+        return self._emit(audio, state["emitted"], tf.constant(2**30))
+
+    def _emit(self, audio, emitted, ready):
+        log_probs, lengths = self.module._log_probs(audio, tf.shape(audio)[1:])  # [1, T, C]
+        end = tf.minimum(ready, lengths[0])
+        start = tf.minimum(emitted[0], end)
+        new_state = {"audio": audio, "emitted": tf.reshape(end, [1])}
+        return log_probs[:, start:end], new_state
+
+
+def frame_wise_model(num_features, num_classes, seed=3):
+    keras.utils.set_random_seed(seed)
+    features = keras.Input((None, num_features), name="features")
+    lengths = keras.Input((), dtype="int32", name="feature_lengths")
+    logits = keras.layers.Dense(num_classes, name="ctc_head")(features)  # [B, T, C]
+    out_lengths = keras.layers.Identity()(lengths)
+    return keras.Model([features, lengths], [logits, out_lengths])
+
+
+@pytest.fixture(scope="module")
+def streaming_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream-export")
+    config = FeatureConfig()
+    model = frame_wise_model(config.num_features, VOCABULARY.num_classes)
+    module = export_lib.ServingModule(model, config, VOCABULARY, reduction_factor=1)
+    streaming = export_lib.StreamingSignatures(BufferingStep(module), VOCABULARY)
+    result = export_lib.export_module(module, root / "model", streaming=streaming)
+    return result
+
+
+# --------------------------------------------------------------------------- greedy carry
+
+
+def test_greedy_continue_over_random_splits_equals_the_whole_decode():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        frames = int(rng.integers(0, 40))
+        # Few classes, so repeats across chunk borders happen often.
+        log_probs = np.log(rng.dirichlet(np.ones(4) * 0.3, size=(1, frames))).astype(np.float32)
+        ids, lengths = ctc_greedy_decode(log_probs, [frames])
+        vocabulary = Vocabulary.from_alphabet("abc")
+        expected = vocabulary.decode(ids.numpy()[0, : lengths.numpy()[0]])
+        cuts = np.sort(rng.integers(0, frames + 1, size=int(rng.integers(0, 6))))
+        last, text = tf.constant([-1]), tf.constant([""])
+        for piece in np.split(log_probs, cuts, axis=1):
+            last, text = export_lib.greedy_continue(piece, last, text, vocabulary)
+        assert text.numpy()[0].decode() == expected, f"trial {trial}, cuts {cuts}"
+
+
+# --------------------------------------------------------------------------- the SavedModel
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    data = np.load(sys.argv[2])
+    audio, sizes = data["audio"], data["sizes"]
+    offline = loaded.signatures["serving_default"](
+        waveforms=tf.constant(audio[None]), lengths=tf.constant([len(audio)]))
+    step, finish = loaded.signatures["stream_step"], loaded.signatures["stream_finish"]
+    state = loaded.signatures["stream_init"]()
+    names = sorted(state)
+    pieces, partials, position = [], [], 0
+    for size in sizes:
+        out = step(samples=tf.constant(audio[None, position:position + size]), **state)
+        position += size
+        state = {name: out[name] for name in names}
+        pieces.append(out["log_probs"].numpy())
+        partials.append(out["transcript"].numpy()[0].decode())
+    out = finish(**state)
+    pieces.append(out["log_probs"].numpy())
+    np.savez(sys.argv[3], streamed=np.concatenate(pieces, axis=1),
+             offline=offline["log_probs"].numpy())
+    print(json.dumps({
+        "modules": sorted(m for m in sys.modules if m.startswith("stenograph")),
+        "signatures": sorted(loaded.signatures),
+        "state": {n: [state[n].dtype.name, state[n].shape.as_list()] for n in names},
+        "step_outputs": sorted(out),
+        "offline_text": offline["transcripts"].numpy()[0].decode(),
+        "streamed_text": out["transcript"].numpy()[0].decode(),
+        "partials": partials,
+    }))
+    """
+)
+
+
+def random_chunk_sizes(total, seed, max_size=32000):
+    """Chunk sizes from 1 sample to 2 s (log-uniform), an empty chunk among them."""
+    rng = np.random.default_rng(seed)
+    sizes = [0, 1]
+    while sum(sizes) < total:
+        sizes.append(int(np.exp(rng.uniform(0, np.log(max_size)))))
+    return np.array(sizes, np.int64)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_step_in_a_tensorflow_only_process_equals_serving_default(
+    streaming_export, tmp_path, seed
+):
+    audio = np.concatenate([tone_waveform(t, seed=seed) for t in ("bad cafe", "a deaf cab")])
+    sizes = random_chunk_sizes(len(audio), seed)
+    np.savez(tmp_path / "input.npz", audio=audio.astype(np.float32), sizes=sizes)
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(streaming_export.saved_model)]
+        + [str(tmp_path / "input.npz"), str(tmp_path / "output.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=tmp_path,  # nothing of the repository on the path
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["modules"] == []
+    assert set(export_lib.STREAM_SIGNATURES) <= set(report["signatures"])
+    state_names = set(report["state"])
+    assert {export_lib.GREEDY_LAST_TOKEN, export_lib.GREEDY_TEXT} <= state_names
+    assert set(report["step_outputs"]) == state_names | {"log_probs", "transcript"}
+    arrays = np.load(tmp_path / "output.npz")
+    streamed, offline = arrays["streamed"], arrays["offline"]
+    assert streamed.shape == offline.shape
+    assert offline.shape[1] == num_frames(len(audio), FeatureConfig())
+    np.testing.assert_allclose(streamed, offline, atol=1e-4)
+    assert report["offline_text"], "the random model should emit some characters"
+    assert report["streamed_text"] == report["offline_text"]
+    # Partial transcripts only grow, each a prefix of the final one.
+    partials = report["partials"]
+    assert all(report["offline_text"].startswith(p) for p in partials)
+    assert partials != [""] * len(partials)
+
+
+def test_metadata_lists_the_stream_signatures_and_state(streaming_export):
+    folder = streaming_export.saved_model
+    metadata = json.loads((folder / export_lib.EXTRA_DIR / export_lib.METADATA_FILE).read_text())
+    assert set(export_lib.STREAM_SIGNATURES) <= set(metadata["signatures"])
+    assert metadata["stream_state"][export_lib.GREEDY_TEXT] == {"dtype": "string", "shape": [1]}
+    assert export_lib.is_streaming_export(folder)
+
+
+def test_stream_step_refuses_nan_and_leaves_the_callers_state_usable(streaming_export):
+    loaded = tf.saved_model.load(str(streaming_export.saved_model))
+    state = loaded.signatures["stream_init"]()
+    bad = np.zeros((1, 800), np.float32)
+    bad[0, 10] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        loaded.signatures["stream_step"](samples=tf.constant(bad), **state)
+    out = loaded.signatures["stream_step"](samples=tf.zeros([1, 800]), **state)
+    assert out["log_probs"].shape[0] == 1 and out["log_probs"].dtype == tf.float32
+
+
+def test_reserved_state_names_are_refused():
+    class Clashing:
+        state_signature = {"transcript": tf.TensorSpec([1], tf.string)}
+
+    with pytest.raises(ValueError, match="reserved names"):
+        export_lib.StreamingSignatures(Clashing(), VOCABULARY)
