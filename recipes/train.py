@@ -42,8 +42,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from stenograph.layers import ctc_greedy_decode, ctc_loss
-from stenograph.pipeline import dataset as data_lib
-from stenograph.pipeline.errors import Problem
+from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.features import compute_global_stats
 from stenograph.pipeline.text import Vocabulary
 
@@ -617,8 +616,8 @@ class TrainingRun:
             record_hardware(self.exp_dir, facts, self.precision)
 
         # Every manifest line and utterance left out, with its reason, in one report.
-        self.data_report = data_lib.DropReport(
-            self.exp_dir / DATA_REPORT_FILE if self.is_chief else None
+        self.data_report = ProblemReport(
+            self.exp_dir / DATA_REPORT_FILE if self.is_chief else None, log=True
         )
         self.train_utterances = load_utterances(
             config.data.train_manifest,
@@ -680,9 +679,8 @@ class TrainingRun:
         self.forward = make_forward(self.model)
 
     def _manifest_problem(self, problem: Problem) -> None:
-        # A line without a usable id still needs its own key in the report.
-        key = problem.item_id or f"{problem.source}:{problem.line}"
-        self.data_report.add(dataclasses.replace(problem, item_id=key))
+        # A line without a usable id still gets a key (source:line) in the report.
+        self.data_report.add(dataclasses.replace(problem, item_id=problem.label))
 
     def _initialise_normalizer(self) -> None:
         if self.config.model.normalization != "global":
