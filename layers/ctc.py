@@ -157,9 +157,12 @@ class CTCHead(keras.layers.Layer):
 def ctc_min_frames(label_ids: Sequence[int]) -> int:
     """Minimum number of frames CTC needs to emit ``label_ids`` (pure Python).
 
-    One frame per label plus one blank between each pair of equal neighbours.
-    Use it to filter a manifest before training, accounting for the model's
-    time reduction (e.g. ``ctc_min_frames(ids) <= num_frames // 3``).
+    One frame per label plus one blank between each pair of equal neighbours
+    (``ctc_required_frames`` is the same count as a graph op). Use it to filter a
+    manifest before training, accounting for the model's time reduction (e.g.
+    ``ctc_min_frames(ids) <= num_frames // 3``). This is the rule's home;
+    ``stenograph.pipeline`` may not import ``stenograph.layers``, so the input
+    pipeline keeps a documented twin of it, and a test asserts the two agree.
 
     Args:
         label_ids: Token ids of one transcript (no padding).
@@ -251,10 +254,9 @@ def ctc_loss(
     """Per-example CTC negative log-likelihood with real label and logit lengths.
 
     Runs ``tf.nn.ctc_loss`` with sparse labels, i.e. TensorFlow's C++ CTC kernel
-    on CPU (about 16x faster than the pure-TF path ``tf.nn.ctc_loss`` takes for
-    dense labels: 23 vs 381 ms for loss + gradient at B=32, T=200, L<=60, C=30)
-    and cuDNN's on GPU, without the kernels' failures on empty labels and
-    impossible alignments.
+    on CPU (much faster than the pure-TF path ``tf.nn.ctc_loss`` takes for dense
+    labels; figures in benchmarks/README.md, section CTC loss) and cuDNN's on GPU,
+    without the kernels' failures on empty labels and impossible alignments.
 
     Args:
         labels: int ``[B, L]`` label ids, right-padded (padding value irrelevant).

@@ -299,18 +299,35 @@ def test_layer_opts_out_of_xla_like_keras_cudnn_lstm():
     assert not all(layer.supports_jit for layer in model._flatten_layers())
 
 
+def _bidirectional_pair(rng, batch=None, **lstm_kwargs):
+    """keras.layers.Bidirectional around Keras' LSTM and around ours, same weights."""
+    ref = keras.layers.Bidirectional(keras.layers.LSTM(H, **lstm_kwargs))
+    ours = keras.layers.Bidirectional(LSTM(H, **lstm_kwargs))
+    for layer in (ref, ours):
+        layer.build((batch, None, D))
+    ours.set_weights([0.5 * rng.normal(size=w.shape) for w in ref.get_weights()])
+    ref.set_weights(ours.get_weights())
+    return ref, ours
+
+
 def test_wrapped_in_keras_bidirectional_matches_keras_lstm(rng):
     x = _inputs(rng)
     mask = tf.constant(_mask(LENGTHS, T))
-    ref = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))
-    ours = keras.layers.Bidirectional(LSTM(H, return_sequences=True))
-    for layer in (ref, ours):
-        layer.build((None, None, D))
-    ours.set_weights([0.5 * rng.normal(size=w.shape) for w in ref.get_weights()])
-    ref.set_weights(ours.get_weights())
+    ref, ours = _bidirectional_pair(rng, return_sequences=True)
     np.testing.assert_allclose(ours(x, mask=mask).numpy(), ref(x, mask=mask).numpy(), atol=TOL)
     clone = keras.layers.Bidirectional.from_config(ours.get_config())
     assert isinstance(clone.backward_layer, LSTM) and clone.backward_layer.go_backwards
+
+
+def test_stateful_inside_keras_bidirectional_matches_keras(rng):
+    """keras.layers.Bidirectional reads our stateful/states like its own LSTM's."""
+    x = _inputs(rng)
+    ref, ours = _bidirectional_pair(rng, batch=B, stateful=True)
+    for _ in range(2):  # the second call starts from the carried states
+        np.testing.assert_allclose(ours(x).numpy(), ref(x).numpy(), atol=TOL)
+    assert len(ours.states) == 4
+    ours.reset_state()
+    assert all(not np.any(v.numpy()) for v in ours.states)
 
 
 def test_masking_layer_in_a_model(rng):

@@ -292,22 +292,6 @@ def test_stateful_errors_are_clear(rng):
     assert LSTM(H).states is None
 
 
-def test_stateful_inside_keras_bidirectional_matches_keras(rng):
-    """keras.layers.Bidirectional reads our stateful/states like its own LSTM's."""
-    x = _inputs(rng)
-    ref = keras.layers.Bidirectional(keras.layers.LSTM(H, stateful=True))
-    ours = keras.layers.Bidirectional(LSTM(H, stateful=True))
-    for layer in (ref, ours):
-        layer.build((B, None, D))
-    ours.set_weights([0.5 * rng.normal(size=w.shape) for w in ref.get_weights()])
-    ref.set_weights(ours.get_weights())
-    for _ in range(2):
-        _close(ours(x), ref(x))
-    assert len(ours.states) == 4
-    ours.reset_state()
-    assert all(not np.any(v.numpy()) for v in ours.states)
-
-
 # ------------------------------------------------------------------ config
 
 
