@@ -367,21 +367,27 @@ class LSTM(keras.layers.Layer):
     def reset_state(self, states=None):
         """Sets a stateful layer's carried states to zeros, or to ``states = [h, c]``.
 
+        Without ``states`` this is a no-op where there is nothing to reset (a layer
+        that is not stateful, or not built yet: it starts from zeros anyway), as on
+        ``keras.layers.LSTM``.
+
         Args:
             states: Optional ``[h, c]`` arrays ``[B, H]`` to start the next call from.
 
         Raises:
-            AttributeError: The layer is not stateful.
-            ValueError: It is not built yet, or ``states`` do not fit.
+            ValueError: ``states`` are given but the layer keeps none (not stateful,
+                or not built yet), or they are not two arrays of shape ``[B, H]``.
         """
-        if not self.stateful:
-            raise AttributeError(f"LSTM layer '{self.name}' is not stateful (stateful=False).")
+        if states is None:
+            for variable in self.states or ():
+                variable.assign(keras.ops.zeros_like(variable.value))
+            return
         if self.states is None:
             raise ValueError(
-                f"LSTM layer '{self.name}' has no states yet: build or call it first."
+                f"LSTM layer '{self.name}' keeps no states to set "
+                f"(stateful={self.stateful}, built={self.built}): "
+                "pass stateful=True and build or call the layer first."
             )
-        if states is None:
-            states = [keras.ops.zeros_like(v.value) for v in self.states]
         if len(states) != 2:
             raise ValueError(f"states must be [h, c]. Received: {len(states)} arrays")
         for variable, value in zip(self.states, states, strict=True):

@@ -287,9 +287,23 @@ def test_stateful_errors_are_clear(rng):
         layer.reset_state([np.zeros((1, H), "float32")] * 2)
     with pytest.raises(ValueError, match=r"\[h, c\]"):
         layer.reset_state([np.zeros((B, H), "float32")])
-    with pytest.raises(AttributeError, match="not stateful"):
-        LSTM(H).reset_state()
-    assert LSTM(H).states is None
+    with pytest.raises(ValueError, match="stateful=False"):
+        LSTM(H).reset_state([np.zeros((B, H), "float32")] * 2)
+    with pytest.raises(ValueError, match="built=False"):
+        LSTM(H, stateful=True).reset_state([np.zeros((B, H), "float32")] * 2)
+
+
+def test_reset_state_without_states_to_reset_is_a_no_op_as_in_keras(rng):
+    plain = LSTM(H)
+    plain.reset_state()  # nothing to reset, as keras.layers.LSTM(...).reset_state()
+    assert plain.states is None
+    unbuilt = LSTM(H, stateful=True)
+    unbuilt.reset_state()
+    x = _inputs(rng)
+    first = unbuilt(x)  # built now, from zeros
+    assert not np.allclose(unbuilt(x), first)  # carried
+    unbuilt.reset_state()
+    np.testing.assert_array_equal(unbuilt(x), first)
 
 
 # ------------------------------------------------------------------ config
@@ -304,3 +318,17 @@ def test_get_config_round_trip_with_state_arguments():
     assert clone.get_config() == config
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert restored.get_config() == config
+
+
+def test_stateful_model_keras_file_round_trip(rng, tmp_path):
+    """A saved stateful model loads stateful, with its weights and fresh zero states."""
+    inputs = keras.Input((None, D), batch_size=B)
+    model = keras.Model(inputs, LSTM(H, stateful=True, return_sequences=True)(inputs))
+    x = _inputs(rng)
+    first = model(x).numpy()
+    model(x)  # carried states are not saved
+    model.save(tmp_path / "stateful.keras")
+    loaded = keras.models.load_model(tmp_path / "stateful.keras")
+    assert loaded.layers[-1].stateful
+    _close(loaded(x), first, atol=0)
+    assert not np.allclose(loaded(x), first)
