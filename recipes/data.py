@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,21 @@ def load_utterances(
     limit: int = 0,
     on_problem: Callable[[Problem], None] | None = None,
     data: DataConfig | None = None,
+    allow_outside_root: bool = False,
 ) -> list[Utterance]:
     """Reads a manifest (bad lines are reported and skipped); keeps the first `limit`.
 
-    Audio paths must stay within the manifest's folder or `data.audio_root` unless
-    `data.allow_outside_root`.
+    Train, evaluate and lm tune all read manifests here, so their audio is confined
+    alike: paths must stay within the manifest's folder or `data.audio_root` unless
+    `data.allow_outside_root` or `allow_outside_root` (a command's
+    `--allow-outside-root`).
+
+    Args:
+        path: The manifest ("" reads nothing).
+        limit: Keep the first `limit` utterances (0: all).
+        on_problem: Called with each skipped line's `Problem` (None: logged).
+        data: The experiment's data settings (default: `DataConfig()`).
+        allow_outside_root: Accept audio outside those folders for this read.
     """
     if not path:
         return []
@@ -56,10 +67,25 @@ def load_utterances(
     utterances = read_manifest(
         path,
         root=audio_roots(path, data),
-        allow_outside_root=data.allow_outside_root,
+        allow_outside_root=allow_outside_root or data.allow_outside_root,
         on_problem=on_problem,
     )
     return utterances[:limit] if limit > 0 else utterances
+
+
+def no_usable_utterances_message(manifest: str | os.PathLike[str], skipped: list[Problem]) -> str:
+    """Why a manifest gave no utterance to evaluate or tune on, with what to do about it."""
+    message = f"No usable utterance in {str(manifest)!r}"
+    if not skipped:
+        return message + " (the manifest is empty)."
+    kinds = Counter(problem.kind for problem in skipped)
+    message += f": {len(skipped)} lines skipped ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
+    if kinds.get("path_outside_root"):
+        message += (
+            ". Audio must lie within the manifest's folder or the experiment's data.audio_root; "
+            "pass --allow-outside-root if the paths are intended"
+        )
+    return message + "."
 
 
 def no_training_data_message(data: DataConfig, report: data_lib.DropReport) -> str:

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,11 +29,11 @@ import tensorflow as tf
 from stenograph.layers import ctc_greedy_decode
 from stenograph.pipeline import dataset as data_lib
 from stenograph.pipeline.errors import Problem, log_problems
-from stenograph.pipeline.manifest import Utterance, read_manifest
+from stenograph.pipeline.manifest import Utterance
 from stenograph.pipeline.text import Vocabulary
 
 from .config import atomic_write_text
-from .data import audio_roots, make_dataset
+from .data import load_utterances, make_dataset, no_usable_utterances_message
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .experiment import load_experiment
 from .vocabulary_check import check_vocabulary
@@ -124,21 +123,6 @@ def summarize(
         character_errors / characters if characters else float("nan"),
         report,
     )
-
-
-def nothing_to_evaluate_message(manifest: str | os.PathLike[str], skipped: list[Problem]) -> str:
-    """Why a manifest gave no utterance to evaluate, with what to do about it."""
-    message = f"No usable utterance in {str(manifest)!r}"
-    if not skipped:
-        return message + " (the manifest is empty)."
-    kinds = Counter(problem.kind for problem in skipped)
-    message += f": {len(skipped)} lines skipped ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
-    if kinds.get("path_outside_root"):
-        message += (
-            ". Audio must lie within the manifest's folder or the experiment's data.audio_root; "
-            "pass --allow-outside-root if the paths are intended"
-        )
-    return message + "."
 
 
 def make_batch_decoder(
@@ -243,18 +227,12 @@ def evaluate(
     """
     experiment = load_experiment(exp_dir, weights=weights)
     bad_lines: list[Problem] = []
-    data = experiment.config.data
-    utterances = read_manifest(
-        manifest,
-        root=audio_roots(manifest, data),
-        allow_outside_root=allow_outside_root or data.allow_outside_root,
-        on_problem=bad_lines.append,
+    utterances = load_utterances(
+        str(manifest), limit, bad_lines.append, experiment.config.data, allow_outside_root
     )
     log_problems(bad_lines)
     if not utterances:
-        raise ValueError(nothing_to_evaluate_message(manifest, bad_lines))
-    if limit > 0:
-        utterances = utterances[:limit]
+        raise ValueError(no_usable_utterances_message(manifest, bad_lines))
     check_vocabulary(experiment.vocabulary, utterances, str(manifest), str(exp_dir))
     config = experiment.config
     if batch_size:

@@ -287,17 +287,27 @@ def resolve_weights(exp_dir: str | os.PathLike[str], weights: str = "best") -> P
     return checkpoint / _MODEL_WEIGHTS
 
 
-def load_experiment(exp_dir: str | os.PathLike[str], weights: str = "best") -> Experiment:
-    """Loads config, vocabulary and trained model from an experiment folder.
+def load_experiment(
+    exp_dir: str | os.PathLike[str], weights: str = "best", use_cudnn: str | bool = "auto"
+) -> Experiment:
+    """Loads config, vocabulary and trained model from an experiment folder, for this machine.
+
+    The config's `model.use_cudnn` says how training ran; inference builds the
+    model for the machine it runs on instead, so an experiment trained on a GPU
+    with `use_cudnn=True` evaluates on a laptop. cuDNN and our kernel share
+    variables, so the weights load either way.
 
     Args:
         exp_dir: Folder written by `stenograph train`.
         weights: "best", "last" or a weights path (see `resolve_weights`).
+        use_cudnn: The LSTM kernel to build: "auto" (cuDNN when a GPU can run it,
+            our kernel elsewhere) or False (our kernel: a graph that runs anywhere,
+            as an export needs).
 
     Returns:
-        The `Experiment`, its model built by `build_model` and loaded (no Python
-        code is deserialised: weights come from an HDF5 file, the architecture
-        from the typed config).
+        The `Experiment` (its config as saved), its model built by `build_model`
+        and loaded (no Python code is deserialised: weights come from an HDF5 file,
+        the architecture from the typed config).
 
     Raises:
         FileNotFoundError: If `exp_dir` is not an experiment folder or has no weights.
@@ -309,7 +319,8 @@ def load_experiment(exp_dir: str | os.PathLike[str], weights: str = "best") -> E
         )
     config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
     vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
-    model = build_model(config.model, config.features, num_classes=len(vocabulary.tokens))
+    here = dataclasses.replace(config.model, use_cudnn=use_cudnn)
+    model = build_model(here, config.features, num_classes=len(vocabulary.tokens))
     weights_path = resolve_weights(exp_dir, weights)
     model.load_weights(weights_path)
     return Experiment(exp_dir, config, vocabulary, config.features, model, weights_path)

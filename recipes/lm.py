@@ -555,25 +555,42 @@ def experiment_transcripts(exp_dir: str | Path) -> tuple[list[str], Callable[[st
 
 
 def experiment_log_probs(
-    exp_dir: str | Path, manifest: str | Path, limit: int = 0
+    exp_dir: str | Path, manifest: str | Path, limit: int = 0, allow_outside_root: bool = False
 ) -> tuple[Any, list[np.ndarray], list[str]]:
     """Runs an experiment's model over a manifest once.
+
+    The manifest's audio is confined as `stenograph evaluate` confines it
+    (`data.load_utterances`).
+
+    Args:
+        exp_dir: The experiment folder.
+        manifest: The dev manifest.
+        limit: Use the first `limit` utterances (0: all).
+        allow_outside_root: Accept audio outside the manifest's folder and the
+            experiment's `data.audio_root`.
 
     Returns:
         ``(vocabulary, log_probs, references)``: per utterance, ``[T, C]``
         log-probabilities of its real frames and its normalised transcript.
+
+    Raises:
+        ValueError: If no line of the manifest is usable (with the reasons).
     """
     import tensorflow as tf
 
-    from stenograph.pipeline.manifest import read_manifest
+    from stenograph.pipeline.errors import Problem, log_problems
 
-    from .data import make_dataset
+    from .data import load_utterances, make_dataset, no_usable_utterances_message
     from .experiment import load_experiment
 
     experiment = load_experiment(exp_dir)
-    utterances = read_manifest(manifest, allow_outside_root=True)
-    if limit > 0:
-        utterances = utterances[:limit]
+    bad_lines: list[Problem] = []
+    utterances = load_utterances(
+        str(manifest), limit, bad_lines.append, experiment.config.data, allow_outside_root
+    )
+    log_problems(bad_lines)
+    if not utterances:
+        raise ValueError(no_usable_utterances_message(manifest, bad_lines))
     references = {u.id: experiment.vocabulary.normalize(u.text) for u in utterances}
     dataset = make_dataset(utterances, experiment.vocabulary, experiment.config, training=False)
     log_probs, texts = [], []
@@ -659,6 +676,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vocabulary); recorded with alpha/beta",
     )
     tune.add_argument("--limit", type=int, default=0, help="use the first N utterances")
+    tune.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept dev audio paths outside the manifest's folder and the experiment's "
+        "data.audio_root (absolute or ../); by default such lines are skipped and reported",
+    )
     tune.add_argument("--no-write", action="store_true", help="do not write decoding.json")
     tune.set_defaults(handler=run_tune)
 
@@ -707,7 +730,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if not lm_path.is_file():
         raise FileNotFoundError(f"No language model at {lm_path}; run `stenograph lm build`")
     vocabulary, log_probs, references = experiment_log_probs(
-        args.exp_dir, args.manifest, args.limit
+        args.exp_dir, args.manifest, args.limit, args.allow_outside_root
     )
     kept = [(lp, ref) for lp, ref in zip(log_probs, references, strict=True) if ref]
     if not kept:

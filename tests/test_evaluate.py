@@ -110,3 +110,18 @@ def test_plot_draws_training_curves_and_alignments(trained, tmp_path):
     assert names == ["alignment-valid-000.png", "alignment-valid-001.png", "training.png"]
     for path in out.iterdir():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_experiment_trained_with_cudnn_evaluates_on_a_machine_without_it(trained, tmp_path):
+    """Trained on a GPU (config `use_cudnn=True`), evaluated here: same weights, our kernel."""
+    folder, valid = trained
+    cudnn = tmp_path / "cudnn-exp"
+    shutil.copytree(folder / "exp", cudnn)
+    config = json.loads((cudnn / "config.json").read_text())
+    config["model"]["use_cudnn"] = True
+    (cudnn / "config.json").write_text(json.dumps(config))
+
+    ours = evaluate_lib.evaluate(folder / "exp", valid, report=tmp_path / "ours.jsonl")
+    moved = evaluate_lib.evaluate(cudnn, valid, report=tmp_path / "moved.jsonl")
+    assert moved.utterances == ours.utterances == 8
+    assert (moved.word_errors, moved.character_errors) == (ours.word_errors, ours.character_errors)

@@ -1,6 +1,7 @@
 """Word n-gram LMs: KenLM build, scoring, LM-fused decoding, alpha/beta tuning, CLI."""
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
@@ -335,6 +336,67 @@ def test_cli_build_from_text_and_manifest(tmp_path, kenlm_tools, capsys):
 def test_cli_install_tools_reports_cached_tools(kenlm_tools, capsys):
     assert run_cli(["lm", "install-tools"]) == 0
     assert str(kenlm_tools.lmplz.parent) in capsys.readouterr().out
+
+
+def untrained_experiment(folder, use_cudnn):
+    """An experiment folder with seeded untrained weights and a 3-utterance dev manifest."""
+    import keras
+    import recipe_fixtures as fixtures
+
+    from stenograph.pipeline.text import Vocabulary
+    from stenograph.recipes.config import ExperimentConfig, model_preset
+    from stenograph.recipes.experiment import write_experiment_files
+    from stenograph.recipes.model import build_model
+
+    dev = fixtures.write_manifest_corpus(folder / "data", fixtures.PHRASES[:3], "dev")
+    config = ExperimentConfig(model=model_preset("tiny", dropout=0.0, use_cudnn=use_cudnn))
+    vocabulary = Vocabulary.from_alphabet(" 'abcdefghijklmnopqrstuvwxyz")
+    keras.utils.set_random_seed(3)
+    # Built with our kernel: this machine may have no GPU; cuDNN shares the variables.
+    model = build_model(
+        dataclasses.replace(config.model, use_cudnn=False), config.features, vocabulary.num_classes
+    )
+    write_experiment_files(folder / "exp", config, vocabulary, model)
+    model.save_weights(folder / "exp" / "best.weights.h5")
+    return folder / "exp", dev
+
+
+def test_tuning_reads_an_experiment_trained_with_cudnn_on_a_machine_without_it(tmp_path):
+    ours, dev = untrained_experiment(tmp_path / "ours", use_cudnn=False)
+    cudnn, _ = untrained_experiment(tmp_path / "cudnn", use_cudnn=True)
+    _, expected, references = lm_module.experiment_log_probs(ours, dev)
+    _, log_probs, same_references = lm_module.experiment_log_probs(cudnn, dev)
+    assert same_references == references and len(log_probs) == 3
+    for got, want in zip(log_probs, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_tuning_confines_dev_audio_like_evaluate_unless_allowed(tmp_path, kenlm_tools, capsys):
+    """Dev audio outside the manifest's folder and data.audio_root needs --allow-outside-root."""
+    import json
+
+    exp, dev = untrained_experiment(tmp_path, use_cudnn=False)
+    lines = [json.loads(line) for line in dev.read_text().splitlines()]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    manifest = elsewhere / "dev.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({**r, "audio_path": str(dev.parent / r["audio_path"])}) + "\n"
+                for r in lines)
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"3 path_outside_root.*--allow-outside-root"):
+        lm_module.experiment_log_probs(exp, manifest)
+    _, log_probs, _ = lm_module.experiment_log_probs(exp, manifest, allow_outside_root=True)
+    assert len(log_probs) == 3
+
+    build_lm(CORPUS, tmp_path / "lm", order=2, tools=kenlm_tools)
+    argv = ["lm", "tune", "--exp-dir", str(exp), "--manifest", str(manifest), "--lm",
+            str(tmp_path / "lm" / "lm.binary"), "--alphas", "0", "--betas", "0",
+            "--beam-width", "4", "--no-write"]  # fmt: skip
+    with pytest.raises(ValueError, match="--allow-outside-root"):
+        run_cli(argv)
+    assert run_cli([*argv, "--allow-outside-root"]) == 0
+    assert "lm tune: 3 utterances" in capsys.readouterr().out
 
 
 def test_cli_build_and_tune_on_a_trained_experiment(tmp_path, kenlm_tools, capsys, caplog):
