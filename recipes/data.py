@@ -124,10 +124,9 @@ def dataset_config(config: ExperimentConfig, training: bool, seed: int = 0) -> A
     """
     options = {
         # Every epoch (and validation) iterates a new pipeline, and dropping the last
-        # epoch's autotuned iterator waited for tf.data's optimisation thread: stalls
-        # of 8-15 s at 2 of 6 epoch ends (demo config, idle 2 cores), 16% of the
-        # wall time; without autotuning none, the same steps/s. `data.dataset.autotune`
-        # turns it back on.
+        # epoch's autotuned iterator waits for tf.data's optimisation thread: seconds
+        # of stall at some epoch ends, for no gain in steps/s (measured in the spoken
+        # commands' RESULTS.md, session 4). `data.dataset.autotune` turns it back on.
         "autotune": False,
         **config.data.dataset,
         "batch_size": config.data.batch_size,

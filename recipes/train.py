@@ -823,8 +823,9 @@ class TrainingRun:
         callbacks: list[keras.callbacks.Callback] = [callback]
         if verbose == 1:
             # Our own bar, so that it has a total without passing `steps_per_epoch`
-            # (a bound, not the exact count): with it, Keras stalled ~17 s after
-            # most epochs that ended before the bound (the data "ran out").
+            # (a bound, not the exact count): with it, Keras stalled for seconds after
+            # most epochs that ended before the bound (the data "ran out"; the spoken
+            # commands' RESULTS.md, session 3).
             bound = epoch_batches_bound(
                 [u.duration for u in self.train_utterances],
                 dataset_config(self.config, training=True),

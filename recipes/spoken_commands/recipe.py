@@ -70,32 +70,29 @@ DEFAULT_EXTRA_UTTERANCES = 3000
 # all taken by the corpus, so distinct new sentences left them at 5-8 of 3,827
 # training utterances, and dev and test errors gathered on them. With repeats, the
 # word balancing says those sentences again with other voices: every word is then in
-# 25+ utterances with 4 repeats, 37+ with 8. Same budget, dev greedy / LM WER:
-# distinct 25.2-28.1% / 10.1-11.4%, 4 repeats 21.0% / 9.6%, 8 repeats 21.0% / 8.8%
-# (RESULTS.md, session 5).
+# 25+ utterances with 4 repeats, 37+ with 8. Eight repeats gave the lowest dev WER
+# (RESULTS.md, "Session 5: rare words said again by other voices").
 EXTRA_MAX_REPEATS = 8
 # Chosen for the machine when training starts (`hardware.choose_precision`):
 # mixed_bfloat16 on CPUs with AMX, mixed_float16 on GPUs with tensor cores, else float32.
 DEFAULT_PRECISION = "auto"
-# The BiLSTM's step is bound by its recurrence, not the batch: 16 utterances per
-# batch cost ~0.55x the time of 32 here, so twice the updates per minute reached a
-# dev CER of 45% in 4 epochs where batch 32 needed 8 (RESULTS.md).
+# The BiLSTM's step is bound by its recurrence, not the batch: a batch of 16 costs
+# little more than half a batch of 32, so the budget buys nearly twice the updates,
+# which learned faster per minute (RESULTS.md, "How the settings were chosen").
 BATCH_SIZE = 16
 LM_ORDER = 4
 # The LM also reads this many sentences drawn from the grammar (dev and test
 # sentences excluded): text costs nothing where the grammar is known, and the
 # training transcripts alone (repeats included) leave most word sequences unseen.
-# Twelve trained demo folders, LM weights tuned on dev each time: dev WER 9.48 ->
-# 9.31%, test 5.31 -> 5.01% (benchmarks/lm_text.py; RESULTS.md, session 7).
+# It lowered dev and test WER (benchmarks/lm_text.py; RESULTS.md, "Session 7: the
+# language model also reads the grammar").
 LM_GRAMMAR_SENTENCES = 20_000
 LM_GRAMMAR_SEED = 1
 BEAM_WIDTH = 32
 # The commands are a closed vocabulary (every dev and test word is in training), so
 # the LM decoder's penalty for a word outside the LM's list is raised from -10 to
-# -30: near-miss spellings such as "threro" or "linds" lose to known words.
-# Thirteen trained demo folders, alpha/beta tuned on dev each time: dev WER 9.19 ->
-# 9.11% (mean over the grid 10.36 -> 9.93%), test 5.04 -> 4.86% (RESULTS.md,
-# session 8).
+# -30: near-miss spellings such as "threro" or "linds" lose to known words, which
+# lowered dev and test WER (RESULTS.md, "Session 8: known words only").
 UNK_SCORE_OFFSET = -30.0
 TRANSCRIBE_EXAMPLES = 8
 # Alpha/beta grid for LM fusion, searched on dev.
@@ -143,9 +140,8 @@ CONFIG_OVERRIDES: dict[str, Any] = {
     # Two strided 3x3 convolutions over time and frequency instead of stacking 3
     # frames: a 4x shorter sequence for the LSTMs, and filters that slide along
     # frequency, so voices whose formants sit higher or lower share features. 16
-    # channels, not 32: a step costs ~10% less, so the budget trains more epochs
-    # (18.9 vs 16.4), which won on dev, and on the 8 human recordings here as well
-    # (RESULTS.md, session 4).
+    # channels, not 32: cheaper steps let the budget train more epochs, which won on
+    # dev and on the human recordings (RESULTS.md, "Session 4").
     "model.reduction": "conv",
     "model.reduction_factor": 4,
     "model.conv_channels": 16,
