@@ -470,20 +470,13 @@ class LSTM(keras.layers.Layer):
             inputs = inputs * keep
 
         if self._choose_cudnn(training, right_padded):
-            lengths = None if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-            outputs, h, c = cudnn.cudnn_lstm(
-                inputs, h0, c0, self.kernel, self.recurrent_kernel, self.bias,
-                sequence_lengths=lengths, go_backwards=self.go_backwards, check_mask=keras_mask,
-            )  # fmt: skip
-            if self.zero_output_for_mask and mask is not None:
-                processed = tf.reverse(mask, [1]) if self.go_backwards else mask  # [B, T]
-                outputs = tf.where(processed[:, :, None], outputs, tf.zeros_like(outputs))
+            outputs, h, c = self._run_cudnn(inputs, h0, c0, mask, keras_mask)  # [B, T, H]
             last = outputs[:, -1]
         else:
             outputs, h, c = self._run_ours(inputs, h0, c0, mask, training, sequence_lengths)
             last = outputs[-1]
             if self.return_sequences:
-                outputs = tf.transpose(outputs, [1, 0, 2])  # [B, T, H]
+                outputs = tf.transpose(outputs, [1, 0, 2])  # [T, B, H] -> [B, T, H]
         if self.stateful:
             for variable, value in zip(self.states, (h, c), strict=True):
                 variable.assign(tf.cast(value, variable.dtype))
@@ -514,7 +507,28 @@ class LSTM(keras.layers.Layer):
                 "initial_state must be [h0, c0]. "
                 f"Received: {len(initial_state)} tensors in initial_state"
             )
-        return tuple(tf.cast(s, dtype) for s in initial_state)
+        states = tuple(tf.cast(s, dtype) for s in initial_state)
+        for name, state in zip(("h0", "c0"), states, strict=True):
+            if state.shape.rank is None:  # unknown until run time
+                continue
+            if state.shape.rank != 2 or state.shape[-1] not in (None, self.units):
+                raise ValueError(
+                    f"initial_state of LSTM layer '{self.name}' must be [h0, c0], each "
+                    f"[batch, {self.units}]. Received: {name} of shape {tuple(state.shape)}"
+                )
+        return states
+
+    def _run_cudnn(self, inputs, h0, c0, mask, keras_mask):
+        """Runs the cuDNN kernel; returns batch-major outputs ``[B, T, H]`` and final states."""
+        lengths = None if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # [B]
+        outputs, h, c = cudnn.cudnn_lstm(
+            inputs, h0, c0, self.kernel, self.recurrent_kernel, self.bias,
+            sequence_lengths=lengths, go_backwards=self.go_backwards, check_mask=keras_mask,
+        )  # fmt: skip
+        if self.zero_output_for_mask and mask is not None:
+            processed = tf.reverse(mask, [1]) if self.go_backwards else mask  # [B, T]
+            outputs = tf.where(processed[:, :, None], outputs, tf.zeros_like(outputs))
+        return outputs, h, c
 
     def _run_ours(self, inputs, h0, c0, mask, training, sequence_lengths=None):
         """Our kernels; returns time-major outputs ``[T, B, H]`` and final states."""

@@ -389,6 +389,8 @@ def test_bad_arguments_raise_clear_errors():
         LSTM(H, dropout=1.5)
     with pytest.raises(ValueError, match="initial_state"):
         LSTM(H)(np.zeros((1, 2, D), "float32"), initial_state=[np.zeros((1, H), "float32")])
+    with pytest.raises(ValueError, match=r"c0 of shape \(1, 5\)"):
+        LSTM(H)(np.zeros((1, 2, D), "float32"), [np.zeros((1, H)), np.zeros((1, H + 1))])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
