@@ -68,6 +68,7 @@ SHARDS_FORMAT = "stenograph.shards"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 UTTERANCES_FILE = "utterances.jsonl"
+REPORT_FILE = "shard_report.jsonl"  # written by `stenograph shard`
 ENCODINGS = ("auto", "pcm16", "float32")
 PCM16_SCALE = 32768.0  # libsndfile's int16 -> float scale: x / 2**15
 
@@ -289,6 +290,10 @@ class ShardIndex:
             )
         return [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
 
+    def manifest_utterances(self) -> list[Utterance]:
+        """The manifest utterances behind the shards (for vocabularies, counts, durations)."""
+        return [_utterance(entry) for entry in self.entries()]
+
 
 def is_shard_index(location: str | os.PathLike[str]) -> bool:
     """Whether `location` is a shard folder or its ``index.json``."""
@@ -301,11 +306,6 @@ def is_shard_index(location: str | os.PathLike[str]) -> bool:
     except ValueError:
         return False
     return True
-
-
-def shard_utterances(index: ShardIndex) -> list[Utterance]:
-    """The manifest utterances behind a shard folder (for vocabularies, counts, durations)."""
-    return [_utterance(entry) for entry in index.entries()]
 
 
 def _utterance(entry: dict[str, Any]) -> Utterance:
@@ -773,6 +773,7 @@ def record_parser(
 __all__ = [
     "FEATURE_KEYS",
     "INDEX_FILE",
+    "REPORT_FILE",
     "ShardIndex",
     "ShardInfo",
     "Shards",
@@ -786,7 +787,6 @@ __all__ = [
     "make_example",
     "plan_shards",
     "shard_source",
-    "shard_utterances",
     "verify_shards",
     "write_shards",
 ]

@@ -27,7 +27,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "stenograph.recipes.spoken_commands.demo",
     "stenograph.recipes.prepare",  # prepare
+    "stenograph.recipes.shard",
     "stenograph.recipes.train",
+    "stenograph.recipes.data_service",  # data-service
     "stenograph.recipes.evaluate",
     "stenograph.recipes.transcribe",
     "stenograph.recipes.serve",

@@ -17,8 +17,9 @@ from typing import Any
 import tensorflow as tf
 
 from stenograph.pipeline import dataset as data_lib
-from stenograph.pipeline.errors import Problem
+from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.manifest import Utterance, read_manifest
+from stenograph.pipeline.shards import ShardIndex, Shards, is_shard_index
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
 
 from . import experiment as exp_lib
@@ -63,6 +64,9 @@ def load_utterances(
     """
     if not path:
         return []
+    if is_shard_index(path):  # a shard folder (`stenograph shard`): its manifest's utterances
+        utterances = ShardIndex.load(path).manifest_utterances()
+        return utterances[:limit] if limit > 0 else utterances
     data = data or DataConfig()
     utterances = read_manifest(
         path,
@@ -88,7 +92,7 @@ def no_usable_utterances_message(manifest: str | os.PathLike[str], skipped: list
     return message + "."
 
 
-def no_training_data_message(data: DataConfig, report: data_lib.DropReport) -> str:
+def no_training_data_message(data: DataConfig, report: ProblemReport) -> str:
     """Why training has nothing to read, with what to do about it."""
     message = f"No training utterances. Received: data.train_manifest={data.train_manifest!r}"
     if not len(report):
@@ -179,13 +183,17 @@ def make_dataset(
     config: ExperimentConfig,
     training: bool,
     seed: int = 0,
-    report: data_lib.DropReport | None = None,
+    report: ProblemReport | None = None,
     source: tf.data.Dataset | None = None,
+    shards: Shards | None = None,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """A dataset of `Batch`es; in training its first pass has a fixed order per seed.
 
     Dropped utterances go to `report` (one is made per dataset when None). `source`
     is a cached `decoded_source(...)` shared by every epoch (see `decoded_source`).
+    `shards` reads the audio from a shard folder instead (`recipes.shard.train_shards`),
+    this input pipeline's files per `input_context`.
     """
     return data_lib.make_dataset(
         utterances,
@@ -195,6 +203,8 @@ def make_dataset(
         training=training,
         report=report,
         source=source,
+        shards=shards,
+        input_context=input_context,
     )
 
 
@@ -202,7 +212,7 @@ def decoded_source(
     utterances: list[Utterance],
     vocabulary: Vocabulary,
     config: ExperimentConfig,
-    report: data_lib.DropReport | None = None,
+    report: ProblemReport | None = None,
 ) -> tf.data.Dataset | None:
     """The decoded training audio that every epoch shares, when `data.dataset` caches it.
 

@@ -424,6 +424,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--stage", type=int, default=1, help="first stage to run (1-4)")
         sub.add_argument("--stop-stage", type=int, default=None, help="last stage to run")
         sub.add_argument("--force", action="store_true", help="rerun stages already done")
+        sub.add_argument(
+            "--shards",
+            type=int,
+            default=0,
+            help="also write the training data as N TFRecord shards (data_dir/shards/train) "
+            "and point config.json at them (see `stenograph shard`)",
+        )
         sub.set_defaults(handler=_run_prepare, recipe_object=recipe)
 
 
@@ -437,5 +444,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
         stop_stage=args.stop_stage,
         force=args.force,
     )
+    if args.shards:
+        from .shard import shard_prepared  # a thin hook: sharding lives in recipes/shard.py
+
+        shard_prepared(paths, args.shards, force=args.force)
     print(f"prepared {args.recipe} in {paths.data_dir}")
     return 0

@@ -46,6 +46,7 @@ from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.features import compute_global_stats
 from stenograph.pipeline.text import Vocabulary
 
+from . import data_service as data_service_lib
 from . import experiment as exp_lib
 from . import hardware
 from .config import (
@@ -67,6 +68,7 @@ from .data import (
     shard_utterances,
 )
 from .model import build_model
+from .shard import train_shards
 from .vocabulary_check import check_vocabulary
 
 _log = logging.getLogger("stenograph.train")
@@ -578,9 +580,17 @@ class EpochProgressBar(keras.callbacks.Callback):
 class TrainingRun:
     """One invocation of training on an experiment folder (fresh or resumed)."""
 
-    def __init__(self, config: ExperimentConfig, exp_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        exp_dir: str | os.PathLike[str],
+        data_service: str = "",
+        data_service_timeout: float = data_service_lib.DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         self.config = config
         self.exp_dir = Path(exp_dir)
+        # tf.data service (grpc://HOST:PORT) that runs the training pipeline, if any.
+        self.data_service, self.data_service_timeout = data_service, data_service_timeout
         # Decoded training audio shared by every epoch when the config caches it.
         self._train_source: tf.data.Dataset | None = None
         self.stop_reason = ""
@@ -627,6 +637,7 @@ class TrainingRun:
         )
         if not self.train_utterances:
             raise ValueError(no_training_data_message(config.data, self.data_report))
+        self.train_shards = train_shards(config)  # None: the manifest's audio files
         self.valid_utterances = load_utterances(
             config.data.valid_manifest,
             config.data.max_valid_utterances,
@@ -688,7 +699,12 @@ class TrainingRun:
         # Statistics from (up to) 200 batches of training features; the layer keeps
         # them as weights so checkpoints, exports and evaluation carry them.
         dataset = make_dataset(
-            self.train_utterances, self.vocabulary, self.config, False, report=self.data_report
+            self.train_utterances,
+            self.vocabulary,
+            self.config,
+            False,
+            report=self.data_report,
+            shards=self.train_shards,
         )
         mean, std = compute_global_stats(dataset.take(200))
         self.model.get_layer("normalizer").set_statistics(mean, std)
@@ -699,7 +715,7 @@ class TrainingRun:
         """This worker's batches for `epoch`, after skipping the `skip` already trained."""
         seed = self.config.train.seed + epoch
         if self.num_workers == 1 and self.strategy.num_replicas_in_sync == 1:
-            if self._train_source is None:
+            if self._train_source is None and self.train_shards is None:
                 self._train_source = decoded_source(
                     self.train_utterances, self.vocabulary, self.config, self.data_report
                 )
@@ -711,8 +727,9 @@ class TrainingRun:
                 seed,
                 self.data_report,
                 source=self._train_source,
+                shards=self.train_shards,
             )
-            return dataset.skip(skip)
+            return self._served(dataset).skip(skip)
 
         shard = shard_utterances(self.train_utterances, self.worker_index, self.num_workers)
         # Each step takes one batch per local replica. Every replica must run the
@@ -727,11 +744,28 @@ class TrainingRun:
             )
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            local = make_dataset(shard, self.vocabulary, self.config, True, seed, self.data_report)
-            batches = local.repeat().take(steps * local_replicas)  # per-replica batches
+            local = make_dataset(
+                shard,
+                self.vocabulary,
+                self.config,
+                True,
+                seed,
+                self.data_report,
+                shards=self.train_shards,
+                input_context=context if self.train_shards else None,
+            )
+            # per-replica batches
+            batches = self._served(local).repeat().take(steps * local_replicas)
             return batches.skip(skip * local_replicas)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _served(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """`dataset`, run by the tf.data service when training uses one."""
+        if not self.data_service:
+            return dataset
+        timeout, shards = self.data_service_timeout, self.train_shards is not None
+        return data_service_lib.served(dataset, self.data_service, shards, timeout)
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -939,13 +973,21 @@ class TrainingRun:
             writer.close()
 
 
-def train(config: ExperimentConfig, exp_dir: str | os.PathLike[str]) -> exp_lib.TrainingState:
+def train(
+    config: ExperimentConfig,
+    exp_dir: str | os.PathLike[str],
+    data_service: str = "",
+    data_service_timeout: float = data_service_lib.DEFAULT_TIMEOUT_SECONDS,
+) -> exp_lib.TrainingState:
     """Trains (or resumes training of) an experiment.
 
     Args:
         config: The fully resolved configuration.
         exp_dir: The experiment folder; if it holds checkpoints, training resumes
             from the newest one.
+        data_service: A tf.data service (``grpc://HOST:PORT``) to run the training
+            pipeline on (`recipes.data_service`); the training data must be shards.
+        data_service_timeout: Stop when the service sends no batch for this long.
 
     Returns:
         The final `TrainingState`.
@@ -955,7 +997,7 @@ def train(config: ExperimentConfig, exp_dir: str | os.PathLike[str]) -> exp_lib.
         TrainingError: If training had to stop (non-finite steps).
     """
     previous_policy = keras.mixed_precision.dtype_policy()
-    run = TrainingRun(config, exp_dir)
+    run = TrainingRun(config, exp_dir, data_service, data_service_timeout)
     try:
         run.setup()
         return run.run()
@@ -1018,7 +1060,7 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     config = config.override(overrides)
     for key in ("train_manifest", "valid_manifest", "vocabulary"):
         value = getattr(config.data, key)
-        if value:  # Absolute, so the saved config works from any directory.
+        if value and "://" not in value:  # Absolute, so it works from any directory.
             config = config.override({f"data.{key}": str(Path(value).absolute())})
     roots = [Path(root).absolute() for root in config.data.audio_root.split(os.pathsep) if root]
     return config.override({"data.audio_root": os.pathsep.join(map(str, roots))})
@@ -1061,6 +1103,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output")
     parser.add_argument(
+        "--data-service",
+        metavar="grpc://HOST:PORT",
+        help="run the training input pipeline on a tf.data service (`stenograph data-service`); "
+        "the training data must be a shard folder (`stenograph shard`)",
+    )
+    parser.add_argument(
+        "--data-service-timeout",
+        type=float,
+        default=data_service_lib.DEFAULT_TIMEOUT_SECONDS,
+        help="stop with an error when the service sends no batch for this many seconds",
+    )
+    parser.add_argument(
         "--allow-outside-root",
         action="store_true",
         help="accept manifest audio paths outside the manifest's folder and data.audio_root "
@@ -1090,10 +1144,14 @@ def run_command(args: argparse.Namespace) -> int:
     """Runs `stenograph train`."""
     config = resolve_config(args)
     try:
-        state = train(config, args.exp_dir)
+        state = train(config, args.exp_dir, args.data_service or "", args.data_service_timeout)
     except TrainingError as error:
         _log.error("training stopped: %s", error)
         return 1
+    except tf.errors.OpError as error:
+        if data_service_lib.STALL_MESSAGE not in str(error):
+            raise
+        return 1  # the stall was logged as an error where it was found
     summary = {
         "step": state.step,
         "epoch": state.epoch,

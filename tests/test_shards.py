@@ -24,7 +24,6 @@ from stenograph.pipeline.shards import (
     plan_shards,
     planned_seconds,
     shard_source,
-    shard_utterances,
     verify_shards,
     write_shards,
 )
@@ -183,7 +182,7 @@ def test_index_records_counts_hours_checksums_and_the_problems(corpus, sharded):
     assert document["feature_keys"] == list(FEATURE_KEYS)
     assert abs(document["hours"] - sum(s["seconds"] for s in document["shards"]) / 3600) < 1e-5
     assert verify_shards(loaded) == []
-    assert [u.id for u in shard_utterances(loaded)] == [u.id for u in corpus]
+    assert [u.id for u in loaded.manifest_utterances()] == [u.id for u in corpus]
     # Balanced on the planned durations (the manifest's, else the header's):
     # ~30 s planned into three shards end within 0.5 s of each other (the three
     # undecodable files were planned but not written).
