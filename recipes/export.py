@@ -237,25 +237,24 @@ def greedy_continue(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Extends a greedy CTC transcript with new frames, exactly as a whole-file decode would.
 
-    Best path per frame, repeats merged (across chunk borders too, through the
-    carried `last_token`), blanks dropped; -1 as the first `last_token` matches
-    `ctc_greedy_decode`'s padding.
+    `streaming.greedy_continuation` gives the new tokens (repeats merged across chunk
+    borders through the carried `last_token`, blanks dropped); their characters are
+    appended to `text`.
 
     Args:
         log_probs: New CTC frames `[1, t, C]` (t may be 0).
-        last_token: The best class of the previous frame, int32 `[1]` (-1 at the start).
+        last_token: The best class of the previous frame, int32 `[]` (-1 at the start).
         text: The text so far, string `[1]`.
         vocabulary: Maps token ids to characters.
 
     Returns:
-        `(last_token [1], text [1])` after the new frames.
+        `(last_token [], text [1])` after the new frames.
     """
-    best = tf.argmax(log_probs[0], axis=-1, output_type=tf.int32)  # [t]
-    previous = tf.concat([last_token, best[:-1]], axis=0)  # [t]
-    keep = tf.not_equal(best, previous) & tf.not_equal(best, 0)  # [t]
-    new_ids = tf.boolean_mask(best, keep)[tf.newaxis]  # [1, n]
+    from .streaming import greedy_continuation
+
+    new_ids, last_token = greedy_continuation(log_probs, last_token)  # [n], []
+    new_ids = new_ids[tf.newaxis]  # [1, n]
     piece = vocabulary.decode_tf(new_ids, tf.shape(new_ids)[1:])  # [1]
-    last_token = tf.concat([last_token, best], axis=0)[-1:]  # [1]
     return last_token, tf.strings.join([text, piece])
 
 
@@ -263,7 +262,7 @@ class StreamingSignatures(tf.Module):
     """`stream_init`, `stream_step` and `stream_finish` around a streaming step.
 
     The state the signatures take and return is the step's state plus the greedy
-    decoder's (`greedy_last_token` int32 [1], `greedy_text` string [1]), all named
+    decoder's (`greedy_last_token` int32 [], `greedy_text` string [1]), all named
     tensors, so a caller needs TensorFlow alone and keeps nothing but that dict.
 
     Args:
@@ -290,7 +289,7 @@ class StreamingSignatures(tf.Module):
         """Every state tensor the signatures carry, the greedy decoder's included."""
         return {
             **self.model_state_signature,
-            GREEDY_LAST_TOKEN: tf.TensorSpec([1], tf.int32),
+            GREEDY_LAST_TOKEN: tf.TensorSpec([], tf.int32),
             GREEDY_TEXT: tf.TensorSpec([1], tf.string),
         }
 
@@ -298,7 +297,7 @@ class StreamingSignatures(tf.Module):
         """The initial state, as `stream_init` returns it."""
         return {
             **self.step_module.initial_state(),
-            GREEDY_LAST_TOKEN: tf.constant([-1], tf.int32),
+            GREEDY_LAST_TOKEN: tf.constant(-1, tf.int32),
             GREEDY_TEXT: tf.constant([""]),
         }
 
@@ -590,20 +589,48 @@ def write_stream_tflite(
 
     concrete = tf.function(model_step).get_concrete_function(samples=samples, **specs)
     frozen = convert_variables_to_constants_v2(concrete)
+    output_names = sorted(concrete.structured_outputs)
+
+    def frozen_step(**inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = frozen(**inputs)
+        if isinstance(outputs, dict):
+            return outputs
+        return dict(zip(output_names, outputs, strict=True))  # flat, in sorted-key order
+
+    wrapper = tf.Module()
+    wrapper.stream_step = tf.function(frozen_step).get_concrete_function(samples=samples, **specs)
+    # Through a throwaway SavedModel, so the flatbuffer keeps a `stream_step`
+    # signature with named inputs and outputs.
+    scratch = path.with_name(f".{path.name}.savedmodel")
     try:
-        content = _convert(frozen, builtins_only=True)
-    except Exception as error:  # noqa: BLE001 - the converter raises several kinds
-        _log.warning("stream_step.tflite needs select TF ops: %s", _describe_error(error))
-        content = _convert(frozen, builtins_only=False)
+        tf.saved_model.save(
+            wrapper,
+            str(scratch),
+            signatures={"stream_step": wrapper.stream_step},
+            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+        )
+        try:
+            content = _convert(scratch, builtins_only=True)
+        except Exception as error:  # noqa: BLE001 - the converter raises several kinds
+            _log.info("stream_step.tflite needs select TF ops: %s", _describe_error(error))
+            content = _convert(scratch, builtins_only=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     path.write_bytes(content)
     return tflite_ops(content)
 
 
-def _convert(frozen: Any, builtins_only: bool) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+def _convert(saved_model: Path, builtins_only: bool) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model), signature_keys=["stream_step"]
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
         [] if builtins_only else [tf.lite.OpsSet.SELECT_TF_OPS]
     )
+    if not builtins_only:
+        # The LSTMs' TensorList ops as select ops: lowering them needs static
+        # element shapes, which a chunk's varying number of frames does not give.
+        converter._experimental_lower_tensor_list_ops = False
     return converter.convert()
 
 
