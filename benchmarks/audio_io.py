@@ -35,9 +35,10 @@ import soundfile  # noqa: E402
 import soxr  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stenograph.pipeline.audio import load_audio, resample_tf  # noqa: E402
+from stenograph.pipeline.audio import load_audio  # noqa: E402
 from stenograph.pipeline.importers import probe_durations  # noqa: E402
 from stenograph.pipeline.manifest import read_manifest  # noqa: E402
+from stenograph.pipeline.resample import resample_tf  # noqa: E402
 from stenograph.pipeline.text import TextNormalizer  # noqa: E402
 from stenograph.pipeline.tfio_compat import tfio_ops_available  # noqa: E402
 

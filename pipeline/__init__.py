@@ -1,7 +1,7 @@
 """Stenograph's data pipeline: manifests, audio decoding, text, features, datasets."""
 
 # Data-facing half: manifests, importers, audio decoding, text (see each module).
-from .audio import AudioInfo, audio_info, decode_wav_tf, load_audio, resample, resample_tf
+from .audio import AudioInfo, audio_info, decode_wav_tf, load_audio
 from .errors import (
     AudioDecodeError,
     CorpusError,
@@ -13,6 +13,7 @@ from .errors import (
 )
 from .importers import import_commonvoice, import_csv, import_librispeech, import_ljspeech
 from .manifest import Utterance, iter_manifest, read_manifest, write_manifest
+from .resample import resample, resample_tf
 from .text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
 from .tfio_compat import tfio_ops_available
 

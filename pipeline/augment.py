@@ -12,7 +12,6 @@ batch ``[B, T, F]`` with its frame lengths.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import reject_unknown_keys
+from .resample import resample_tf
 
 NOISE_KINDS = ("white", "pink", "babble")
 
@@ -136,66 +136,25 @@ def _happens(seed: tf.Tensor, probability: float) -> tf.Tensor:
 SPEED_RESOLUTION = 100  # speed factors are rounded to multiples of 1 / SPEED_RESOLUTION
 
 
-def speed_perturb(
-    waveform: tf.Tensor, factor: tf.Tensor, half_width: int = 16, rolloff: float = 0.95
-) -> tf.Tensor:
+def speed_perturb(waveform: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     """Plays a waveform ``factor`` times faster by band-limited resampling.
 
-    Output sample ``j`` is the input interpolated at time ``j * factor`` with a
-    Hann-windowed sinc whose cut-off is ``rolloff * min(1, 1 / factor)`` of Nyquist,
-    so speeding up does not alias. The factor is rounded to ``p / q`` with
-    ``q = SPEED_RESOLUTION``; output ``j = m q + r`` then reads inputs from ``m p`` on
-    with a kernel that depends only on the phase ``r``, so the whole resampling is
-    a reshape into rows of ``p`` samples and one small matmul with a
-    ``[p + 2W - 1, q]`` kernel (no per-tap gathers or trigonometry).
+    The factor is rounded to ``p / q`` with ``q = SPEED_RESOLUTION``, and the audio
+    is resampled from rate ``p`` to rate ``q`` by `resample.resample_tf` (the
+    pipeline's one in-graph resampler): its lowpass sits below the lower of the two
+    Nyquist frequencies, so speeding up does not alias.
 
     Args:
         waveform: float32 [S].
-        factor: Scalar speed factor; values below ``(2 * half_width - 1) / 100``
-            (0.31 by default) are raised to it.
-        half_width: Sinc taps on each side of the interpolation point.
-        rolloff: Cut-off as a fraction of the (lower) Nyquist frequency.
+        factor: Scalar speed factor (positive; below ``1 / SPEED_RESOLUTION`` it is
+            raised to that).
 
     Returns:
         float32 [ceil(S / factor)] (with the rounded factor).
     """
-    waveform = tf.convert_to_tensor(waveform, tf.float32)
-    q = SPEED_RESOLUTION
-    # p >= 2W - 1 keeps each window within two rows of p samples (factor >= 0.31).
-    p = tf.cast(tf.round(tf.cast(factor, tf.float64) * q), tf.int32)
-    p = tf.maximum(p, 2 * half_width - 1)
-    num_in = tf.shape(waveform)[0]
-    num_out = (num_in * q + p - 1) // p  # ceil(S / factor)
-    blocks = (num_out + q - 1) // q  # M output blocks of q samples
-    # Input tap of output (m, r), kernel position t: m p + t - (W - 1). Rows of p
-    # samples side by side give every window [m p, m p + p + 2W - 1) without a gather.
-    total = (blocks + 1) * p
-    padded = tf.pad(waveform, [[half_width - 1, tf.maximum(total - num_in - half_width + 1, 0)]])
-    rows = tf.reshape(padded[:total], tf.stack([blocks + 1, p]))  # [M + 1, p]
-    windows = tf.concat([rows[:-1], rows[1:, : 2 * half_width - 1]], axis=1)  # [M, p + 2W - 1]
-    kernel = _polyphase_kernel(p, half_width, rolloff)  # [p + 2W - 1, q]
-    out = tf.matmul(windows, kernel)  # [M, q]
-    return tf.reshape(out, [-1])[:num_out]  # [M q] -> [S']
-
-
-def _polyphase_kernel(p: tf.Tensor, half_width: int, rolloff: float) -> tf.Tensor:
-    """Windowed-sinc weights ``K[t, r] = h(r p / q - t + W - 1)``: [p + 2W - 1, q]."""
-    q = SPEED_RESOLUTION
-    factor = tf.cast(p, tf.float32) / q
-    cutoff = rolloff * tf.minimum(1.0, 1.0 / factor)
-    phases = tf.cast(tf.range(q) * p, tf.float32) / q  # [q] positions r p / q
-    taps = tf.cast(tf.range(p + 2 * half_width - 1) - (half_width - 1), tf.float32)  # [L]
-    distance = phases[None, :] - taps[:, None]  # [L, q]
-    window = tf.where(
-        tf.abs(distance) < half_width, 0.5 + 0.5 * tf.cos(math.pi * distance / half_width), 0.0
-    )
-    return cutoff * _sinc(cutoff * distance) * window
-
-
-def _sinc(x: tf.Tensor) -> tf.Tensor:
-    small = tf.abs(x) < 1e-6
-    safe = tf.where(small, tf.ones_like(x), x)
-    return tf.where(small, tf.ones_like(x), tf.sin(math.pi * safe) / (math.pi * safe))
+    p = tf.round(tf.cast(factor, tf.float64) * SPEED_RESOLUTION)
+    p = tf.maximum(tf.cast(p, tf.int64), 1)
+    return resample_tf(waveform, p, SPEED_RESOLUTION)
 
 
 # ---------------------------------------------------------------------------
