@@ -147,7 +147,12 @@ def run(args: argparse.Namespace) -> int:
 
     app = create_app(SpeechService(settings), on_load_error=stop_on_load_error)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", ws="websockets", access_log=False
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        ws="websockets-sansio",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     print(

@@ -301,7 +301,8 @@ class StreamSession:
                 except ValueError as error:
                     raise ProtocolError(str(error), CLOSE_BAD_DATA) from None
                 for segment in segments:
-                    await self._send_final(segment.words, segment.start, segment.end)
+                    if segment.words:
+                        await self._send_final(segment.words, segment.start, segment.end)
                 partial = stream.partial()
                 if partial != self._last_partial:
                     self._last_partial = partial
