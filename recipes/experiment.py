@@ -65,7 +65,10 @@ class TrainingState:
         batch_in_epoch: Batches of `epoch` already consumed.
         best_metric: Best value of the monitored validation metric so far.
         best_epoch: Epoch that produced `best_metric` (-1 before any).
-        epochs_without_improvement: For early stopping.
+        epochs_without_improvement: For early stopping; counted only once
+            `learning_started`.
+        learning_started: Whether validation WER has been below 100% (the model
+            transcribes something; before, it emits blanks and is still learning).
         nonfinite_streak: Consecutive skipped non-finite steps.
         finished: True once training ended normally (max epochs/steps or early stop).
         stop_reason: Why training finished.
@@ -79,6 +82,7 @@ class TrainingState:
     best_metric: float | None = None
     best_epoch: int = -1
     epochs_without_improvement: int = 0
+    learning_started: bool = False
     nonfinite_streak: int = 0
     finished: bool = False
     stop_reason: str = ""

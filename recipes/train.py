@@ -914,7 +914,7 @@ class TrainingRun:
                 100 * result.cer,
                 result.utterances,
             )
-            self._track_best(record, getattr(result, train.monitor))
+            self._track_best(record, getattr(result, train.monitor), result.wer)
         self._log_data_counts(state.epoch + 1)
         if complete:
             state.epoch += 1
@@ -922,8 +922,17 @@ class TrainingRun:
         if self.is_chief:
             exp_lib.append_history(self.exp_dir, record)
         if train.patience and state.epochs_without_improvement >= train.patience:
-            self._finish(f"no improvement of val_{train.monitor} for {train.patience} epochs")
+            self._finish(self._early_stopping_reason())
         self.checkpoint()
+
+    def _early_stopping_reason(self) -> str:
+        """Why early stopping ends the run, and how to turn it off."""
+        train, state = self.config.train, self.state
+        best = "none" if state.best_metric is None else f"{state.best_metric:.4g}"
+        return (
+            f"no improvement of val_{train.monitor} for {train.patience} epochs (best {best} "
+            f"at epoch {state.best_epoch}); early stopping, --set train.patience=0 turns it off"
+        )
 
     def _log_data_counts(self, epoch: int) -> None:
         where = f"; one line each in {self.data_report.path}" if self.data_report.path else ""
@@ -936,20 +945,31 @@ class TrainingRun:
             where if len(self.data_report) else "",
         )
 
-    def _track_best(self, record: dict[str, Any], value: float) -> None:
-        state = self.state
-        if not math.isfinite(value):
-            state.epochs_without_improvement += 1
-            return
-        if is_improvement(value, state.best_metric, self.config.train.min_delta):
+    def _track_best(self, record: dict[str, Any], value: float, wer: float) -> None:
+        """Keeps the best weights; counts epochs without improvement for early stopping.
+
+        A CTC model emits only blanks (100% WER) for its first hundreds of steps
+        while it learns, so patience counts only once validation WER has been
+        below 100%: "not learning yet" is not "stopped learning".
+        """
+        state, train = self.state, self.config.train
+        if math.isfinite(wer) and wer < 1.0:
+            state.learning_started = True
+        if math.isfinite(value) and is_improvement(value, state.best_metric, train.min_delta):
             state.best_metric, state.best_epoch = value, state.epoch + 1
             state.epochs_without_improvement = 0
             if self.is_chief:
                 exp_lib.save_best_weights(
-                    self.exp_dir, self.model, {**record, "monitor": self.config.train.monitor}
+                    self.exp_dir, self.model, {**record, "monitor": train.monitor}
                 )
-        else:
+        elif state.learning_started:
             state.epochs_without_improvement += 1
+        elif train.patience:
+            _log.info(
+                "val_wer %.0f%%: early stopping waits until the model transcribes a word "
+                "(patience counts from then)",
+                100 * wer,
+            )
 
     def _finish(self, reason: str) -> None:
         self.state.finished, self.state.stop_reason = True, reason

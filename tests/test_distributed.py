@@ -70,7 +70,8 @@ def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
                     sys.executable,
                     str(tmp_path / "worker.py"),
                     str(tmp_path / "config.json"),
-                    str(tmp_path / "exp"),
+                    # A folder each, as on separate machines: what each one writes shows.
+                    str(tmp_path / f"exp{index}"),
                     str(tmp_path / f"worker{index}.npz"),
                 ],
                 env=env,
@@ -97,8 +98,10 @@ def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
     for name in names:
         np.testing.assert_array_equal(final[0][name], final[1][name])
     assert any(not np.array_equal(final[0][n], initial[n]) for n in names), "weights never moved"
-    # Only the chief writes the experiment folder.
-    assert (tmp_path / "exp" / "checkpoints" / "step-00000004").is_dir()
+    # Only the chief (worker 0) writes the experiment; worker 1's folder stays empty.
+    assert (tmp_path / "exp0" / "checkpoints" / "step-00000004").is_dir()
+    assert (tmp_path / "exp0" / "history.jsonl").is_file()
+    assert sorted((tmp_path / "exp1").rglob("*")) == []
 
 
 MIRRORED = textwrap.dedent(

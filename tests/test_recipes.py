@@ -89,10 +89,11 @@ def test_prepare_writes_manifests_vocabulary_and_config_and_is_rerunnable(tmp_pa
 def test_prepare_reports_unusable_utterances(tmp_path):
     data_dir, _, _ = _prepare(tmp_path, "manifest")
     report = [json.loads(line) for line in (data_dir / "prepare_report.jsonl").open()]
-    # The importer already refuses a line whose audio is missing, or prepare's check does.
-    raw = (data_dir / "raw" / "train.jsonl").read_text()
+    # The line whose audio is missing is left out of train.jsonl, with its reason.
     assert "gone" not in (data_dir / "train.jsonl").read_text()
-    assert "gone" not in raw or any(item["id"] == "gone" for item in report)
+    gone = [item for item in report if item["id"] == "gone"]
+    assert len(gone) == 1 and gone[0]["kind"] == "unreadable_audio", report
+    assert "gone.wav" in json.dumps(gone[0])
 
 
 @pytest.mark.parametrize("name", ["librispeech", "ljspeech", "commonvoice"])

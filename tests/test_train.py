@@ -44,26 +44,72 @@ def tiny_config(train, valid, **overrides):
     return ExperimentConfig(model=model_preset("tiny", dropout=0.0)).override(values)
 
 
-def test_the_loop_learns_a_handful_of_utterances(tmp_path):
-    """Overfits 8 utterances to CER < 5% within 8 epochs of 8 steps (early stopping on CER)."""
+def tensorboard_scalars(folder):
+    """`{tag: [(step, value), ...]}` from the TensorBoard event files in `folder`."""
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
+
+
+def test_the_loop_learns_a_handful_of_utterances(tmp_path, caplog):
+    """Overfits 8 utterances to CER < 5% within 12 epochs of 8 steps, then stops early."""
     train, valid = repeated_manifest(tmp_path / "data")
     config = tiny_config(
-        train, valid, **{"train.epochs": 8, "train.monitor": "cer", "train.patience": 1}
+        train, valid, **{"train.epochs": 12, "train.monitor": "cer", "train.patience": 1}
     )
-    state = train_lib.train(config, tmp_path / "exp")
+    with caplog.at_level("INFO", logger="stenograph.train"):
+        state = train_lib.train(config, tmp_path / "exp")
     best = json.loads((tmp_path / "exp" / exp_lib.BEST_INFO_FILE).read_text())
     assert best["val_cer"] < 0.05, best
-    assert state.finished and state.step <= 64
+    # Early stopping, not the epoch budget, ended the run; the log says how to turn it off.
+    assert state.finished and state.stop_reason.startswith("no improvement of val_cer"), state
+    assert state.step < 12 * 8
+    assert "--set train.patience=0" in caplog.text
     history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
     assert history[-1]["val_loss"] < history[0]["val_loss"] / 5
     # Everything needed to reproduce the run is in the folder.
     saved = ExperimentConfig.load(tmp_path / "exp" / exp_lib.CONFIG_FILE)
-    assert saved == config
+    # The precision as trained: "auto" resolved for this machine (tests/test_hardware.py).
+    assert saved.train.precision in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert saved == config.override({"train.precision": saved.train.precision})
     assert json.loads((tmp_path / "exp" / exp_lib.MODEL_CONFIG_FILE).read_text())["class_name"]
-    assert list((tmp_path / "exp" / "tensorboard" / "valid").iterdir())
+    # TensorBoard holds each epoch's validation metrics and the training loss.
+    valid_scalars = tensorboard_scalars(tmp_path / "exp" / "tensorboard" / "valid")
+    assert set(valid_scalars) == {"loss", "wer", "cer"}
+    for tag in ("loss", "wer", "cer"):
+        expected = [(r["step"], r[f"val_{tag}"]) for r in history]
+        assert [step for step, _ in valid_scalars[tag]] == [step for step, _ in expected]
+        np.testing.assert_allclose(
+            [v for _, v in valid_scalars[tag]], [v for _, v in expected], rtol=1e-6
+        )
+    train_scalars = tensorboard_scalars(tmp_path / "exp" / "tensorboard" / "train")
+    assert set(train_scalars) == {"loss", "learning_rate"}
+    assert [step for step, _ in train_scalars["loss"]] == list(range(10, state.step + 1, 10))
+    assert all(np.isfinite(v) and v > 0 for _, v in train_scalars["loss"])
+    assert train_scalars["learning_rate"][-1][1] == pytest.approx(1e-2)  # after the warm-up
     # The best weights load into a fresh model and decode the training phrases.
     loaded = exp_lib.load_experiment(tmp_path / "exp")
     assert loaded.weights_path.name == exp_lib.BEST_WEIGHTS_FILE
+
+
+def test_early_stopping_waits_until_the_model_transcribes_something(tmp_path, caplog):
+    """A CTC model sits at 100% WER (blanks) at first: that is not "stopped improving"."""
+    train, valid = repeated_manifest(tmp_path / "data", copies=1)
+    # A learning rate of 0: validation WER stays at 100% or more, epoch after epoch.
+    config = tiny_config(
+        train, valid, **{"train.epochs": 4, "train.patience": 1, "train.learning_rate": 0.0}
+    )
+    with caplog.at_level("INFO", logger="stenograph.train"):
+        state = train_lib.train(config, tmp_path / "exp")
+    history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
+    assert len(history) == 4 and all(r["val_wer"] >= 1.0 for r in history)
+    assert state.stop_reason == "reached train.epochs" and state.epochs_without_improvement == 0
+    assert "early stopping waits" in caplog.text
 
 
 def test_rerunning_a_finished_experiment_trains_no_further(tmp_path):
