@@ -56,7 +56,7 @@ async function waitForServer() {
 // ---------------------------------------------------------------------------
 // Live captions
 
-const live = { socket: null, context: null, stream: null, node: null, finals: [] };
+const live = { socket: null, context: null, stream: null, node: null, finals: [], queue: [], ready: false };
 
 function renderLive(partial) {
   $("live-final").textContent = live.finals.join(" ");
@@ -70,12 +70,23 @@ function setMicButton(listening) {
 
 async function startListening() {
   showError("live-error", "");
+  // The audio graph is ready before the microphone opens, so no speech is lost while
+  // it starts; frames captured before the server is ready wait in live.queue.
+  let context;
+  try {
+    context = new AudioContext();
+    await context.audioWorklet.addModule("/static/capture-worklet.js");
+  } catch (error) {
+    showError("live-error", `This browser cannot capture audio here (${error}).`);
+    return;
+  }
   let media;
   try {
     media = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
   } catch (error) {
+    context.close();
     const denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
     showError(
       "live-error",
@@ -85,8 +96,8 @@ async function startListening() {
     );
     return;
   }
-  live.stream = media;
-  live.finals = [];
+  Object.assign(live, { stream: media, context, finals: [], queue: [], ready: false });
+  connectAudio();
   renderLive("");
   $("live").dataset.state = "listening";
   const protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -101,6 +112,8 @@ async function startListening() {
   socket.onerror = () => showError("live-error", "The connection to the server failed.");
   socket.onclose = (event) => {
     if (event.code === 1013) showError("live-error", `Server busy: ${event.reason || "try again shortly"}.`);
+    else if (event.code !== 1000 && !$("live-error").textContent)
+      showError("live-error", `The server closed the stream (${event.code} ${event.reason}).`);
     stopAudio();
     setMicButton(false);
     $("live").dataset.state = "done";
@@ -108,25 +121,27 @@ async function startListening() {
   setMicButton(true);
 }
 
-async function startAudio() {
-  const context = new AudioContext();
-  await context.audioWorklet.addModule("/static/capture-worklet.js");
+function connectAudio() {
+  const { context } = live;
   const source = context.createMediaStreamSource(live.stream);
   const node = new AudioWorkletNode(context, "capture", {
     processorOptions: { targetRate: server.sampleRate },
   });
   node.port.onmessage = (event) => {
-    if (live.socket && live.socket.readyState === WebSocket.OPEN) live.socket.send(event.data);
+    if (live.ready && live.socket.readyState === WebSocket.OPEN) live.socket.send(event.data);
+    else if (!live.ready) live.queue.push(event.data);
   };
   const mute = context.createGain();
   mute.gain.value = 0; // keeps the graph pulled without playing the microphone back
   source.connect(node).connect(mute).connect(context.destination);
-  Object.assign(live, { context, node });
+  live.node = node;
 }
 
 function onStreamMessage(message) {
   if (message.type === "ready") {
-    startAudio().catch((error) => showError("live-error", `Audio capture failed: ${error}`));
+    live.ready = true;
+    for (const frame of live.queue) live.socket.send(frame);
+    live.queue = [];
   } else if (message.type === "partial") {
     renderLive(message.text);
   } else if (message.type === "final") {
