@@ -4,17 +4,26 @@ Usage:
     stenograph transcribe exp/demo recordings/ --format jsonl --output-dir out/
     stenograph transcribe exports/demo talk.flac --format srt --output-dir subs/
     stenograph transcribe exp/demo --manifest test.jsonl --decoder beam --beam-width 32
+    stenograph transcribe exp/demo-streaming talk.wav --stream --chunk-ms 160
+    stenograph transcribe exp/demo-streaming --microphone
 
 The model is an experiment folder (`load_experiment`) or a SavedModel written by
 `stenograph export`. Every input is streamed in overlapping windows (`longform`), so
 memory does not grow with a file's length; windows of all files are batched, shortest
 files first, so padding stays small. A file that cannot be read is reported on stderr
 (file and reason) and skipped; the exit code is 1 when any file failed.
+
+With `--stream` (a causal model: `--preset streaming`, or `stenograph demo --streaming`)
+each file goes through a `recipes.streaming` stream chunk by chunk, the open segment's
+partial text on stderr as it grows, the final text and formats as without it.
+`--microphone` transcribes the default input device (the `mic` extra: sounddevice)
+until Ctrl-C, each segment on stdout as endpointing closes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import queue
 import sys
@@ -407,6 +416,211 @@ def _progress_bar(total_seconds: float, enabled: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------
+# Streaming (causal models)
+
+DEFAULT_CHUNK_MS = 160.0
+MIC_EXTRA_HINT = "pip install 'stenograph[mic]'"
+
+
+class StreamingUnavailableError(ValueError):
+    """`--stream` or `--microphone` asked of a model that cannot stream."""
+
+
+class MicrophoneError(RuntimeError):
+    """No microphone to read: the package, its library or an input device is missing."""
+
+
+def streaming_unavailable_reason(model_path: str) -> str | None:
+    """None when `model_path` (experiment or export) is a causal model, else why not."""
+    from .config import ExperimentConfig
+    from .export import is_saved_model, is_streaming_export
+    from .model import is_causal
+
+    folder = Path(model_path)
+    how = (
+        "train a streaming one with `stenograph train ... --preset streaming` "
+        "(or `stenograph demo --streaming`), and export it for the stream signatures"
+    )
+    if is_saved_model(folder):
+        if is_streaming_export(folder):
+            return None
+        return f"{model_path} is an export without stream signatures (not a causal model); {how}"
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return None  # load_acoustic_model's error names what is missing
+    model = ExperimentConfig.load(config_path).model
+    if is_causal(model):
+        return None
+    return f"{model_path} is a {model.direction} model, which needs the whole utterance; {how}"
+
+
+class PartialPrinter:
+    """Shows a stream's partial text on stderr: rewritten in place on a terminal, else lines."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.in_place = self.stream.isatty()
+        self.last = ""
+
+    def show(self, name: str, text: str) -> None:
+        """Shows `text` for input `name` if it changed since the last call."""
+        if text == self.last:
+            return
+        self.last = text
+        if self.in_place:
+            self.stream.write(f"\r\x1b[K{name}: {text}"[-200:])
+        else:
+            self.stream.write(f"partial {name}: {text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Ends the in-place line and forgets the text (the next input starts afresh)."""
+        if self.in_place and self.last:
+            self.stream.write("\n")
+        self.last = ""
+
+
+def stream_source(
+    recognizer: Any, source: AudioSource, chunk_ms: float, partials: PartialPrinter
+) -> Transcript:
+    """Feeds a file through a new stream in chunks of `chunk_ms`; returns its final transcript.
+
+    Args:
+        recognizer: A `recipes.streaming.StreamingRecognizer`.
+        source: The file (or manifest segment).
+        chunk_ms: Milliseconds of audio per `Stream.feed`.
+        partials: Where the partial text goes.
+    """
+    config = WindowConfig(chunk_ms / 1000.0, 0.0, recognizer.sample_rate)
+    stream = recognizer.create_stream()
+    try:
+        for chunk in _source_windows(source, config):
+            stream.feed(chunk.samples)
+            partials.show(source.name, stream.partial())
+        transcript = stream.finish()
+    finally:
+        partials.close()
+    return dataclasses.replace(transcript, source=source.name, reference=source.reference)
+
+
+def load_recognizer(args: argparse.Namespace) -> Any:
+    """The `StreamingRecognizer` for `args.model` with the command's decoder options.
+
+    Raises:
+        StreamingUnavailableError: If the model is not causal.
+    """
+    from .decoding import describe_decoder, tuned_lm_available, with_tuned_defaults
+    from .streaming import StreamingRecognizer
+
+    reason = streaming_unavailable_reason(args.model)
+    if reason is not None:
+        raise StreamingUnavailableError(reason)
+    options = with_tuned_defaults(decoder_options(args, tuned_lm_available(args.model)), args.model)
+    recognizer = StreamingRecognizer.load(args.model, decoder_options=options, weights=args.weights)
+    print(f"transcribe: streaming, {describe_decoder(options)}", file=sys.stderr)
+    return recognizer
+
+
+def run_stream(
+    args: argparse.Namespace,
+    sources: Sequence[AudioSource],
+    formats: list[str],
+    failures: Sequence[Failure] = (),
+) -> int:
+    """`--stream`: every source through its own stream; outputs as without `--stream`.
+
+    `failures` are inputs discovery already reported (counted in the summary).
+    """
+    recognizer = load_recognizer(args)
+    writer = OutputWriter(sources, formats, args.output_dir)
+    partials = PartialPrinter()
+    report = TranscriptionReport()
+    for index, source in enumerate(sources):
+        try:
+            transcript = stream_source(recognizer, source, args.chunk_ms, partials)
+        except Exception as error:  # noqa: BLE001 - a failing input skips only that input
+            failure = Failure(source.name, _describe(error))
+            report.failures.append(failure)
+            _report_failure(failure)
+            writer.add(index, None)
+            continue
+        report.transcribed += 1
+        report.audio_seconds += transcript.duration
+        writer.add(index, transcript)
+    return _summarize(report, failures)
+
+
+def input_device_library() -> Any:
+    """The `sounddevice` module, once it is known to have an input device to read.
+
+    Raises:
+        MicrophoneError: If sounddevice or PortAudio is missing, or there is no input device.
+    """
+    try:
+        import sounddevice
+    except ImportError:
+        raise MicrophoneError(
+            f"--microphone needs the sounddevice package: {MIC_EXTRA_HINT}"
+        ) from None
+    except OSError as error:  # sounddevice loads the PortAudio library on import
+        raise MicrophoneError(
+            f"--microphone needs the PortAudio library (Debian: apt-get install libportaudio2): "
+            f"{_describe(error)}"
+        ) from None
+    try:
+        sounddevice.query_devices(kind="input")
+    except (sounddevice.PortAudioError, ValueError) as error:
+        raise MicrophoneError(f"--microphone: no input device found ({_describe(error)})") from None
+    return sounddevice
+
+
+def open_microphone(
+    sounddevice: Any, sample_rate: int, chunk_samples: int
+) -> tuple[Any, queue.Queue[Any]]:
+    """An unstarted `sounddevice.InputStream` (mono float32) and the queue its chunks go to."""
+    chunks: queue.Queue[Any] = queue.Queue()
+
+    def collect(indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        chunks.put(indata[:, 0].copy())  # [frames] of [frames, 1]
+
+    device = sounddevice.InputStream(
+        samplerate=sample_rate,
+        channels=1,
+        dtype="float32",
+        blocksize=chunk_samples,
+        callback=collect,
+    )
+    return device, chunks
+
+
+def run_microphone(args: argparse.Namespace) -> int:
+    """`--microphone`: live transcription until Ctrl-C; each closed segment on stdout."""
+    library = input_device_library()  # before the model loads: fail fast
+    recognizer = load_recognizer(args)
+    chunk_samples = max(1, int(round(args.chunk_ms * recognizer.sample_rate / 1000)))
+    device, chunks = open_microphone(library, recognizer.sample_rate, chunk_samples)
+    stream = recognizer.create_stream()
+    partials = PartialPrinter()
+    printed_until = 0.0
+    print("transcribe: listening; Ctrl-C to stop", file=sys.stderr)
+    try:
+        with device:
+            while True:
+                for segment in stream.feed(chunks.get()):
+                    partials.close()
+                    print(segment.text, flush=True)
+                    printed_until = segment.end
+                partials.show("microphone", stream.partial())
+    except KeyboardInterrupt:
+        pass
+    partials.close()
+    rest = [w.word for w in stream.finish().words if w.start >= printed_until]
+    if rest:
+        print(" ".join(rest), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # Writing results
 
 
@@ -551,6 +765,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=float, default=20.0, help="window length in seconds")
     parser.add_argument("--overlap", type=float, default=2.0, help="window overlap in seconds")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="feed each file through a stream chunk by chunk (causal models), partial text "
+        "on stderr",
+    )
+    parser.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=DEFAULT_CHUNK_MS,
+        help="milliseconds of audio per chunk with --stream and --microphone",
+    )
+    parser.add_argument(
+        "--microphone",
+        action="store_true",
+        help="transcribe the default input device until Ctrl-C (causal models; needs "
+        f"sounddevice: {MIC_EXTRA_HINT})",
+    )
 
 
 def decoder_options(args: argparse.Namespace, tuned_lm: bool = False) -> dict[str, Any]:
@@ -580,6 +812,11 @@ def decoder_options(args: argparse.Namespace, tuned_lm: bool = False) -> dict[st
 def run(args: argparse.Namespace) -> int:
     """Runs `stenograph transcribe`; returns the exit code (1 if any input failed)."""
     formats = args.formats or ["text"]
+    if args.chunk_ms <= 0:
+        print(f"transcribe: --chunk-ms must be > 0. Received: {args.chunk_ms}", file=sys.stderr)
+        return 2
+    if args.microphone:
+        return _refusing_streaming_errors(run_microphone, args)
     sources, failures = discover_sources(args.inputs, args.manifest, args.allow_outside_root)
     if not sources and not failures:
         print("transcribe: give audio files, folders or --manifest", file=sys.stderr)
@@ -593,6 +830,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for failure in failures:
         _report_failure(failure)
+    if args.stream:
+        return _refusing_streaming_errors(run_stream, args, sources, formats, failures)
     from .decoding import describe_decoder, make_decoder, tuned_lm_available, with_tuned_defaults
 
     model = load_acoustic_model(args.model, args.weights)
@@ -610,6 +849,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
+    return _summarize(report, failures)
+
+
+def _summarize(report: TranscriptionReport, failures: Sequence[Failure]) -> int:
     failed = len(report.failures) + len(failures)
     print(
         f"transcribe: {report.transcribed} transcribed, {failed} failed "
@@ -617,6 +860,15 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _refusing_streaming_errors(function: Callable[..., int], *args: Any) -> int:
+    """Runs `function`; a model that cannot stream or a missing microphone is one line, code 2."""
+    try:
+        return function(*args)
+    except (StreamingUnavailableError, MicrophoneError) as error:
+        print(f"transcribe: {error}", file=sys.stderr)
+        return 2
 
 
 def _report_failure(failure: Failure) -> None:
