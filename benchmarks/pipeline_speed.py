@@ -5,6 +5,13 @@ librosa loop (``librosa.load`` + ``librosa.feature.melspectrogram`` + log, per f
 on the same files, in the same run. Rounds alternate reference and ours so machine
 load hits both; the best round of each is reported (the least disturbed one).
 
+The same files are also written as TFRecord shards (`pipeline.shards`, 16-bit PCM)
+and read back three ways: from local disk, and through a tf.data service
+(distributed_epoch, `recipes.data_service`) with 1 and with 2 workers. The service's
+dispatcher and workers run inside this process, so their CPU time is in the CPU
+column and they share this machine's cores: those rows measure the service's cost,
+not the scaling that workers on other machines bring.
+
 Usage:
     python benchmarks/pipeline_speed.py --files 200 --seconds 4 --rounds 3
 """
@@ -28,7 +35,9 @@ from stenograph.pipeline.augment import AugmentConfig  # noqa: E402
 from stenograph.pipeline.dataset import DatasetConfig, make_dataset  # noqa: E402
 from stenograph.pipeline.features import FeatureConfig  # noqa: E402
 from stenograph.pipeline.manifest import Utterance  # noqa: E402
+from stenograph.pipeline.shards import write_shards  # noqa: E402
 from stenograph.pipeline.text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary  # noqa: E402
+from stenograph.recipes import data_service  # noqa: E402
 
 SR = 16000
 TEXT = "the quick brown fox jumps over the lazy dog"
@@ -85,6 +94,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shards", type=int, default=8, help="shard files for the shard rows")
     args = parser.parse_args()
 
     features = FeatureConfig()
@@ -92,6 +102,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         utterances = write_corpus(Path(folder), args.files, args.seconds)
         audio_seconds = args.files * args.seconds
+        shards = str(Path(folder) / "shards")
+        started = time.perf_counter()
+        write_shards(utterances, shards, args.shards, sample_rate=features.sample_rate)
+        sharding_seconds = time.perf_counter() - started
+        services = [local_service(workers) for workers in (1, 2)]
+
+        def from_shards() -> tf.data.Dataset:
+            config = DatasetConfig(batch_size=args.batch_size)
+            return make_dataset([], vocabulary, features, config, training=True, shards=shards)
+
         datasets = {
             "pipeline, augmentation off": make_dataset(
                 utterances,
@@ -107,6 +127,13 @@ def main() -> None:
                 DatasetConfig(batch_size=args.batch_size, augment=AugmentConfig()),
                 training=True,
             ),
+            "shards, local disk, augmentation off": from_shards(),
+            **{
+                f"shards via tf.data service, {len(workers)} worker{'s' * (len(workers) > 1)}": (
+                    data_service.distribute(from_shards(), dispatcher.target)
+                )
+                for dispatcher, workers in services
+            },
         }
         for dataset in datasets.values():  # warm-up: tracing, thread pools, page cache
             pipeline_pass(dataset)
@@ -129,7 +156,8 @@ def main() -> None:
     print(f"{args.files} FLAC files x {args.seconds:g} s = {audio_seconds:g} s of 16 kHz audio, ")
     print(f"80 log-mels, batch {args.batch_size}, best of {args.rounds} alternating rounds, ")
     print(f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, librosa {librosa.__version__}, ")
-    print(f"load average at the end {os.getloadavg()[0]:.1f}\n")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}; ")
+    print(f"writing the {args.shards} shards took {sharding_seconds:.1f} s\n")
     print("| what | wall s | x real time | vs librosa loop | CPU s | audio s per CPU s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in ("librosa loop", *datasets):
@@ -139,6 +167,15 @@ def main() -> None:
             f"| {name} | {wall:.2f} | {speed:,.0f}x | {speed / reference:.1f}x "
             f"| {cpu:.2f} | {audio_seconds / cpu:,.0f} |"
         )
+
+
+def local_service(workers: int) -> tuple[object, list[object]]:
+    """A dispatcher with `workers` workers, in this process (servers stop with it)."""
+    dispatcher = data_service.start_dispatcher(0)
+    address = dispatcher.target.split("://", 1)[1]
+    return dispatcher, [
+        data_service.start_worker(address, host="localhost") for _ in range(workers)
+    ]
 
 
 if __name__ == "__main__":
