@@ -5,8 +5,9 @@
     stenograph evaluate --exp-dir exp/librispeech --manifest data/librispeech/test-clean.jsonl
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds
-a parser and sets `handler=<function(args) -> int>` as its default. To add a
-command, write such a module and append its dotted name to `COMMAND_MODULES`. A
+a parser and sets the module's `run(args) -> int` as its `handler` default (a command
+with sub-commands, such as `lm build`, sets `run_<sub>` on each). To add a command,
+write such a module and append its dotted name to `COMMAND_MODULES`. A
 module that is not importable (not written yet, or a missing optional dependency)
 is left out of the parser rather than stubbed.
 """

@@ -194,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     roles = parser.add_subparsers(dest="role", metavar="ROLE", required=True)
     dispatcher = roles.add_parser("dispatcher", help="the coordinator trainers connect to")
     dispatcher.add_argument("--port", type=int, required=True, help="port to listen on")
-    dispatcher.set_defaults(handler=run_dispatcher_command)
+    dispatcher.set_defaults(handler=run_dispatcher)
     worker = roles.add_parser("worker", help="runs input pipelines for the dispatcher")
     worker.add_argument("--dispatcher", required=True, help="the dispatcher's HOST:PORT")
     worker.add_argument("--port", type=int, default=0, help="port to listen on (0: any)")
@@ -203,10 +203,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the name trainers reach this machine by (default: its fully qualified name)",
     )
-    worker.set_defaults(handler=run_worker_command)
+    worker.set_defaults(handler=run_worker)
 
 
-def run_dispatcher_command(args: argparse.Namespace) -> int:
+def run_dispatcher(args: argparse.Namespace) -> int:
     """Runs `stenograph data-service dispatcher` until interrupted."""
     server = start_dispatcher(args.port)
     _log.info("tf.data service dispatcher at %s (Ctrl-C or SIGTERM stops it)", server.target)
@@ -215,7 +215,7 @@ def run_dispatcher_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker_command(args: argparse.Namespace) -> int:
+def run_worker(args: argparse.Namespace) -> int:
     """Runs `stenograph data-service worker` until interrupted."""
     server = start_worker(args.dispatcher, args.port, args.host)
     _log.info("tf.data service worker of %s (Ctrl-C or SIGTERM stops it)", args.dispatcher)

@@ -431,10 +431,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="also write the training data as N TFRecord shards (data_dir/shards/train) "
             "and point config.json at them (see `stenograph shard`)",
         )
-        sub.set_defaults(handler=_run_prepare, recipe_object=recipe)
+        sub.set_defaults(handler=run, recipe_object=recipe)
 
 
-def _run_prepare(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Runs `stenograph prepare RECIPE`."""
     paths = prepare(
         args.recipe_object,
         args,

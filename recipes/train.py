@@ -1157,10 +1157,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(handler=run_command)
+    parser.set_defaults(handler=run)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Runs `stenograph train`."""
     config = resolve_config(args)
     try:

@@ -75,6 +75,31 @@ def test_files_may_follow_options_on_the_command_line():
         parse_arguments(parser, ["evaluate", "--exp-dir", "exp", "--manifest", "m", "extra"])
 
 
+def _command_handlers(parser, path=()):
+    """`(command words, handler)` for every runnable command under `parser`."""
+    import argparse
+
+    handler = parser.get_default("handler")
+    if handler is not None:
+        yield path, handler
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _command_handlers(sub, (*path, name))
+
+
+def test_every_command_handler_follows_one_naming_rule():
+    """A module's command runs `run`; a sub-command such as `lm build` runs `run_build`."""
+    from stenograph.recipes.cli import build_parser
+
+    handlers = list(_command_handlers(build_parser()))
+    commands = {path[0] for path, _ in handlers}
+    assert {"train", "evaluate", "prepare", "lm", "demo", "transcribe", "export"} <= commands
+    for path, handler in handlers:
+        allowed = {"run", f"run_{path[-1].replace('-', '_')}"}
+        assert handler.__name__ in allowed, (path, handler.__module__, handler.__name__)
+
+
 # The thread rule itself is tested in tests/test_hardware.py; this, that the CLI applies it.
 def test_the_command_line_runs_ops_on_one_thread_each_on_a_two_core_cpu():
     script = (

@@ -200,7 +200,7 @@ def test_lm_grammar_text_never_holds_a_held_out_sentence():
 def test_cli_registers_demo_and_generate_commands():
     parser = cli.build_parser()
     args = parser.parse_args(["demo", "--out", "x", "--minutes", "3", "--epochs", "7"])
-    assert args.handler is recipe.run_command
+    assert args.handler is recipe.run
     assert (args.minutes, args.epochs, args.precision) == (3.0, 7, "auto")
     generate = parser.parse_args(["generate-commands", "--out", "y", "--num-sentences", "4"])
     assert generate.handler.__module__ == "stenograph.recipes.spoken_commands.generate"

@@ -246,7 +246,7 @@ def test_demo_summary_records_the_precision_used(
     recipe.add_demo_arguments(parser)
     out = tmp_path / "demo"
     args = parser.parse_args(["--out", str(out), "--extra", "0", *argv])
-    assert recipe.run_command(args) == 0
+    assert recipe.run(args) == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["precision"] == expected
     assert summary["precision_reason"] == hardware.resolve_precision(args.precision, facts).reason

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .recipe import register, run_command, run_demo
+from .recipe import register, run, run_demo
 
-__all__ = ["register", "run_command", "run_demo"]
+__all__ = ["register", "run", "run_demo"]

@@ -872,10 +872,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_demo_arguments(parser)
-    parser.set_defaults(handler=run_command)
+    parser.set_defaults(handler=run)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Runs `stenograph demo`."""
     if args.epochs < 1 or args.minutes <= 0 or args.extra < 0:
         raise ValueError(
