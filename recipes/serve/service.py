@@ -165,7 +165,7 @@ class SpeechService:
                 max_batch=self.settings.max_batch,
                 max_wait=self.settings.batch_wait_ms / 1000,
                 max_pending=max(self.settings.max_batch * 4, 4 * self.settings.max_queue),
-                on_batch=self.on_batch,
+                on_batch=self._report_batch,
             )
             self.model = BatchedAcousticModel(model, self.batcher)
             self._warm_up()
@@ -179,6 +179,10 @@ class SpeechService:
             self.decoder_description,
         )
         self._ready.set()
+
+    def _report_batch(self, size: int, seconds: float) -> None:
+        if self.on_batch is not None:  # set by the app (metrics), possibly after loading
+            self.on_batch(size, seconds)
 
     def _warm_up(self) -> None:
         """One window through model and decoder, so the first request pays no tracing cost."""
