@@ -571,3 +571,49 @@ def test_the_cli_parses_serve_options(monkeypatch, model_dir):
     assert settings.api_key == "from-env" and settings.max_upload_bytes == 3 * 1024 * 1024
     assert settings.upload_timeout == 7 and settings.decoder_options == {"kind": "greedy"}
     assert os.environ["STENOGRAPH_API_KEY"] == "from-env"
+
+
+def forward_experiment(folder: Path) -> Path:
+    """A causal (forward) experiment with fixed random weights: agreement, not accuracy."""
+    import keras
+
+    from stenograph.pipeline.text import Vocabulary
+    from stenograph.recipes.config import ExperimentConfig, model_preset
+    from stenograph.recipes.experiment import write_experiment_files
+    from stenograph.recipes.model import build_model
+
+    config = ExperimentConfig(model=model_preset("streaming", lstm_units=32, dropout=0.0))
+    vocabulary = Vocabulary.from_alphabet(" 'abcdefghijklmnopqrstuvwxyz")
+    keras.utils.set_random_seed(3)
+    model = build_model(config.model, config.features, vocabulary.num_classes)
+    write_experiment_files(folder, config, vocabulary, model)
+    model.save_weights(folder / "best.weights.h5")
+    return folder
+
+
+def test_a_causal_model_streams_through_the_streaming_recognizer(tmp_path):
+    from stenograph.recipes.streaming import StreamingRecognizer
+
+    exp = forward_experiment(tmp_path / "forward")
+    audio = np.concatenate([tone_waveform("cage bed head bag ace"), np.zeros(RATE, np.float32)])
+    reference = StreamingRecognizer.load(exp).create_stream()
+    reference.feed(audio)
+    expected = reference.finish()
+    assert expected.text, "the random model should emit some characters"
+    running = start_server(exp)
+    try:
+        with open_stream(running, {"sample_rate": RATE, "encoding": "float32"}) as ws:
+            assert receive(ws)["mode"] == "streaming"
+            for start in range(0, len(audio), 3200):
+                ws.send(audio[start : start + 3200].tobytes())
+            ws.send("end")
+            messages = [receive(ws)]
+            while messages[-1]["type"] != "done":
+                messages.append(receive(ws))
+    finally:
+        running.stop()
+    done = messages[-1]
+    assert done["text"] == expected.text
+    assert [w["word"] for w in done["words"]] == [w.word for w in expected.words]
+    finals = " ".join(m["text"] for m in messages if m["type"] == "final")
+    assert " ".join(finals.split()) == expected.text

@@ -131,6 +131,7 @@ class SpeechService:
         self._decoder_lock = threading.Lock()
         self._beam_decoder: Any = None
         self._ready = threading.Event()
+        self._recognizer: Any = None
 
     @property
     def ready(self) -> bool:
@@ -168,6 +169,8 @@ class SpeechService:
                 on_batch=self._report_batch,
             )
             self.model = BatchedAcousticModel(model, self.batcher)
+            self._recognizer = self._causal_recognizer(options)
+            self.mode = "redecode" if self._recognizer is None else "streaming"
             self._warm_up()
         except Exception as error:
             self.error = f"{type(error).__name__}: {error}"
@@ -179,6 +182,25 @@ class SpeechService:
             self.decoder_description,
         )
         self._ready.set()
+
+    def _causal_recognizer(self, options: dict[str, Any]) -> Any:
+        """`recipes.streaming`'s recognizer for a causal experiment, else None (re-decode).
+
+        Only experiment folders are streamed this way: a SavedModel export keeps no
+        streaming step for Python (`stenograph export` writes its own streaming
+        signatures), so an exported model is served by re-decoding.
+        """
+        folder = Path(self.settings.model)
+        if not (folder / "config.json").is_file():
+            return None
+        from ..config import ExperimentConfig
+        from ..model import is_causal
+
+        if not is_causal(ExperimentConfig.load(folder / "config.json").model):
+            return None
+        from ..streaming import StreamingRecognizer
+
+        return StreamingRecognizer.load(folder, options, weights=self.settings.weights)
 
     def _report_batch(self, size: int, seconds: float) -> None:
         if self.on_batch is not None:  # set by the app (metrics), possibly after loading
@@ -250,9 +272,14 @@ class SpeechService:
             raise AudioError(reason)
         return transcripts[0]
 
-    def create_stream(self) -> RedecodeStream:
-        """A new live stream (re-decoding the open segment; works for every model)."""
+    def create_stream(self) -> Any:
+        """A new live stream: `recipes.streaming`'s for a causal model, else re-decoding.
+
+        Both follow the `Stream` protocol (`feed`, `partial`, `finish`, `finished`).
+        """
         model = self._loaded()
+        if self._recognizer is not None:
+            return self._recognizer.create_stream()
         return RedecodeStream(
             model.log_probs_one,
             self.decoder,
