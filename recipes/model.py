@@ -287,8 +287,8 @@ class RowConvolution(keras.layers.Layer):
         )
 
     def valid(self, x: tf.Tensor) -> tf.Tensor:
-        """The outputs whose whole window lies in `x[B,T,D]`: `[B, T - L, D]` (T >= L)."""
-        steps = tf.shape(x)[1] - self.lookahead
+        """The outputs whose whole window lies in `x[B,T,D]`: `[B, max(T - L, 0), D]`."""
+        steps = tf.maximum(tf.shape(x)[1] - self.lookahead, 0)
         kernel = tf.cast(self.kernel, x.dtype)
         y = x[:, :steps] * kernel[0]
         for offset in range(1, self.lookahead + 1):
