@@ -108,8 +108,8 @@ def main() -> None:
         sharding_seconds = time.perf_counter() - started
         services = [local_service(workers) for workers in (1, 2)]
 
-        def from_shards() -> tf.data.Dataset:
-            config = DatasetConfig(batch_size=args.batch_size)
+        def from_shards(augment: AugmentConfig | None = None) -> tf.data.Dataset:
+            config = DatasetConfig(batch_size=args.batch_size, augment=augment)
             return make_dataset([], vocabulary, features, config, training=True, shards=shards)
 
         datasets = {
@@ -128,6 +128,7 @@ def main() -> None:
                 training=True,
             ),
             "shards, local disk, augmentation off": from_shards(),
+            "shards, local disk, augmentation on": from_shards(AugmentConfig()),
             **{
                 f"shards via tf.data service, {len(workers)} worker{'s' * (len(workers) > 1)}": (
                     data_service.distribute(from_shards(), dispatcher.target)
