@@ -155,35 +155,45 @@ def time_precision(config_path: Path, precision: str, steps: int) -> dict[str, A
     choice = hardware.resolve_precision(precision, hardware.read_device_facts())
     wall, cpu = time_training_steps(config, steps)
     import keras
+    import tensorflow as tf
 
     return {
         "ms_per_step": 1000 * wall / steps,
         "cpu_percent": 100 * cpu / wall,
+        "cpu_ms_per_step": 1000 * cpu / steps,
         "policy": keras.mixed_precision.dtype_policy().name,  # what training set
         "reason": choice.reason,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
 
 
 def print_precision_table(results: Results) -> None:
-    """The steps per minute of each precision, with `auto`'s choice and the ratios."""
-    medians = {
-        name: statistics.median(r["ms_per_step"] for r in rounds)
-        for name, rounds in results.items()
-    }
+    """The steps per minute of each precision, with `auto`'s choice and the ratios.
+
+    Besides wall time, the process CPU time per step: on a machine shared with other
+    programs the wall time follows the CPU share a process happens to get, the CPU
+    time much less so.
+    """
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    wall = {name: median(name, "ms_per_step") for name in results}
+    cpu = {name: median(name, "cpu_ms_per_step") for name in results}
     auto = results["auto"][0]
     print(f"\nauto chose {auto['policy']}: {auto['reason']}")
     print(
-        "\n| precision | ms per step (median) | rounds | steps per minute "
-        "| vs float32 | vs mixed_bfloat16 |"
+        "\n| precision | ms per step (median) | rounds | steps per minute | vs float32 "
+        "| vs mixed_bfloat16 | CPU ms per step | CPU time vs mixed_bfloat16 |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in PRECISIONS:
         label = f"auto ({auto['policy']})" if name == "auto" else name
         rounds = ", ".join(f"{r['ms_per_step']:.1f}" for r in results[name])
         print(
-            f"| {label} | {medians[name]:.1f} | {rounds} | {60000 / medians[name]:.0f} | "
-            f"{medians['float32'] / medians[name]:.2f}x | "
-            f"{medians['mixed_bfloat16'] / medians[name]:.2f}x |"
+            f"| {label} | {wall[name]:.1f} | {rounds} | {60000 / wall[name]:.0f} | "
+            f"{wall['float32'] / wall[name]:.2f}x | {wall['mixed_bfloat16'] / wall[name]:.2f}x | "
+            f"{cpu[name]:.0f} | {cpu['mixed_bfloat16'] / cpu[name]:.2f}x |"
         )
 
 
@@ -199,7 +209,10 @@ def main() -> None:
         __file__,
         PRECISIONS,
         args,
-        lambda r: f"{r['ms_per_step']:.1f} ms/step ({r['policy']}), CPU {r['cpu_percent']:.0f}%",
+        lambda r: (
+            f"{r['ms_per_step']:.1f} ms/step ({r['policy']}, intra-op threads "
+            f"{r.get('intra_op_threads', '?')}), CPU {r['cpu_percent']:.0f}%"
+        ),
     )
     print_precision_table(results)
 

@@ -1,11 +1,12 @@
-"""Training steps on a small CPU: TensorFlow's default threading vs Stenograph's.
+"""Training steps on a small CPU: TensorFlow's default threading vs one thread per op.
 
     python benchmarks/train_threads.py                # 2 rounds of 200 steps each
     python benchmarks/train_threads.py --rounds 3 --steps 300
 
 The reference is TensorFlow's default (each op may split over the cores). Ours is
-what `stenograph train` and `stenograph demo` do on a CPU-only machine with at most
-2 cores: one thread per op (`cli.intra_op_threads`). The third row adds the opt-in
+one thread per op, what `stenograph train` and `stenograph demo` do on a CPU-only
+machine with at most 2 cores and AMX (`hardware.intra_op_threads`; the script prints
+what that rule picks on this machine). The third row adds the opt-in
 `data.dataset.low_priority=true` (the pipeline's threads nicer than the model's), for
 machines that do nothing else. All train the demo's model (2 strided convolutions,
 2xBiLSTM(192), batch 16, the demo's augmentation, and the demo's precision: `auto`,
@@ -27,7 +28,7 @@ from stenograph.recipes import hardware
 
 SETTINGS = {
     "reference": "TensorFlow's default threads",
-    "ours": "one thread per op (the default here)",
+    "ours": "one thread per op",
     "ours_low_priority": "one thread per op + low_priority pipeline (opt-in)",
 }
 
@@ -44,11 +45,10 @@ def parse_arguments() -> argparse.Namespace:
 
 def time_steps(config_path: Path, setting: str, steps: int) -> dict[str, float]:
     """Runs in a child process: ms per training step and CPU use under `setting`."""
-    from stenograph.recipes import cli
+    import tensorflow as tf
 
     if setting != "reference":
-        cli.configure_threads()
-    import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(1)
 
     from stenograph.recipes.config import ExperimentConfig
 
@@ -74,7 +74,10 @@ def main() -> None:
     if demo_training.child_main(args, time_steps):
         return
     print(f"CPU cores available: {len(os.sched_getaffinity(0))}", flush=True)
-    print(f"CPU: {hardware.read_device_facts().to_dict()}", flush=True)
+    facts = hardware.read_device_facts()
+    rule = hardware.intra_op_threads(facts, {})
+    print(f"CPU: {facts.to_dict()}", flush=True)
+    print(f"the rule here: {'one thread per op' if rule else 'TensorFlow default'}", flush=True)
     results = demo_training.alternate_rounds(
         __file__,
         list(SETTINGS),

@@ -29,7 +29,7 @@ AVX512_BF16_FLAG = "avx512_bf16"
 # GPU compute capabilities: tensor cores (float16) from Volta, bfloat16 from Ampere.
 FLOAT16_TENSOR_CORES = (7, 0)
 BFLOAT16_TENSOR_CORES = (8, 0)
-# Machines with at most this many cores and no GPU run one thread per op.
+# Machines with at most this many cores, AMX and no GPU run one thread per op.
 SMALL_CPU_CORES = 2
 # Where a training run records the device and the choices made for it.
 HARDWARE_FILE = "hardware.json"
@@ -168,11 +168,18 @@ def resolve_precision(
 def intra_op_threads(facts: DeviceFacts, environment: Mapping[str, str]) -> int | None:
     """How many threads TensorFlow should give one op (None: TensorFlow's default).
 
-    On a CPU-only machine with at most 2 cores, 1: there the two directions of a
-    BiLSTM layer already run side by side as separate ops and fill both cores, so
-    splitting an op over threads only adds hand-offs (measured on a 2-core Xeon with
-    AMX in mixed_bfloat16: benchmarks/README.md). Larger or GPU machines keep
-    TensorFlow's default, as does a user who set `TF_NUM_INTRAOP_THREADS`.
+    1 on a CPU-only machine with at most 2 cores and AMX, else TensorFlow's default
+    (as for a user who set `TF_NUM_INTRAOP_THREADS`; 0 there means the default too).
+
+    There the two directions of a BiLSTM layer already run side by side as separate
+    ops and fill both cores, so splitting an op over threads only adds hand-offs:
+    on an idle 2-core Xeon with AMX, training the demo in mixed_bfloat16, one thread
+    per op ran 1.14x the steps per minute, and was still ahead next to two busy
+    loops. On a 2-core AMD EPYC without AMX, training in float32 on a machine shared
+    with other busy processes, it ran 0.42x: the same CPU time per step, but fewer
+    threads get a smaller share of a busy CPU (benchmarks/README.md, "Precision and
+    threads on the machine at hand"). So the rule stays only where it was measured
+    to help; elsewhere TensorFlow's default is the safe side.
 
     Args:
         facts: The device.
@@ -183,7 +190,9 @@ def intra_op_threads(facts: DeviceFacts, environment: Mapping[str, str]) -> int 
     """
     if "TF_NUM_INTRAOP_THREADS" in environment or facts.gpu_capabilities:
         return None
-    return 1 if facts.cpu_cores <= SMALL_CPU_CORES else None
+    if facts.cpu_cores > SMALL_CPU_CORES or AMX_FLAG not in facts.cpu_flags:
+        return None
+    return 1
 
 
 # ---------------------------------------------------------------------------
@@ -198,7 +207,7 @@ def read_device_facts(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Devi
     """
     import tensorflow as tf
 
-    from stenograph.pipeline.dataset import cpu_cores
+    from stenograph.pipeline.threads import cpu_cores
 
     name, flags = parse_cpuinfo(_read_text(Path(cpuinfo)))
     capabilities = tuple(

@@ -101,20 +101,19 @@ def test_every_command_handler_follows_one_naming_rule():
 
 
 # The thread rule itself is tested in tests/test_hardware.py; this, that the CLI applies it.
-def test_the_command_line_runs_ops_on_one_thread_each_on_a_two_core_cpu():
+@pytest.mark.parametrize(("flags", "expected"), [("{'amx_bf16'}", 1), ("set()", 0)])
+def test_the_command_line_applies_the_thread_rule_before_tensorflow_starts(flags, expected):
     script = (
-        "import os\n"
-        "os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:2]))\n"
-        "from stenograph.recipes import cli\n"
+        "from stenograph.recipes import cli, hardware\n"
+        f"facts = hardware.DeviceFacts('2-core CPU', frozenset({flags}), 2)\n"
+        "hardware.read_device_facts = lambda: facts\n"
         "cli._load_tensorflow_quietly()\n"
         "cli.configure_threads()\n"
         "import tensorflow as tf\n"
-        "threads = tf.config.threading.get_intra_op_parallelism_threads()\n"
-        "print(len(tf.config.list_physical_devices('GPU')), threads)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
     environment = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True
     )
-    gpus, threads = map(int, result.stdout.split())
-    assert threads == (0 if gpus else 1)  # 0: TensorFlow's own choice
+    assert int(result.stdout.split()[-1]) == expected  # 0: TensorFlow's own choice
