@@ -31,23 +31,45 @@ of CTC frames emitted. The Python stream adds the greedy decoder's prefix state
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
+import soxr
 import tensorflow as tf
 
+from stenograph.pipeline.audio import to_mono
 from stenograph.pipeline.features import FeatureConfig, apply_preemphasis, compute_features
 
 from .config import ModelConfig
+from .decoding import (
+    SPACE,
+    make_decoder,
+    tuned_lm_available,
+    with_tuned_defaults,
+    words_from_alignment,
+)
 from .model import is_causal
+from .outputs import Transcript, WordTiming
 
 __all__ = [
+    "Endpointing",
+    "SegmentResult",
+    "Stream",
+    "StreamClosedError",
+    "StreamingRecognizer",
     "StreamingStep",
+    "checked_chunk",
     "greedy_continuation",
     "streaming_step_for",
 ]
+
+#: soxr's quality, as `pipeline.audio.resample` uses for whole files.
+RESAMPLER_QUALITY = "HQ"
 
 
 def _pad_time_to(x: tf.Tensor, size: int) -> tf.Tensor:
@@ -282,3 +304,358 @@ def streaming_step_for(model_dir_or_experiment: Any, weights: str = "best") -> S
     if isinstance(experiment, (str, os.PathLike)):
         experiment = load_experiment(Path(experiment), weights)
     return StreamingStep(experiment.model, experiment.feature_config, experiment.config.model)
+
+
+# ---------------------------------------------------------------------------
+# The Python API
+
+
+class StreamClosedError(ValueError):
+    """Audio was fed to (or `finish` called on) a stream that has finished."""
+
+
+@dataclass(frozen=True)
+class Endpointing:
+    """When a segment (an utterance) ends: after a pause, or when it grows too long.
+
+    A CTC frame is silent when its best class is the blank or the space. A segment
+    closes after `min_trailing_silence_ms` of consecutive silent frames that follow
+    at least one emitted character, or once it is `max_segment_ms` long (cut at
+    that frame, even mid-word). The next segment starts at the next frame, so no
+    audio is lost.
+
+    Attributes:
+        min_trailing_silence_ms: Pause that ends an utterance.
+        max_segment_ms: Longest segment; bounds what the LM rescoring waits for.
+    """
+
+    min_trailing_silence_ms: float = 800.0
+    max_segment_ms: float = 20000.0
+
+    def __post_init__(self) -> None:
+        if not (self.min_trailing_silence_ms > 0 and self.max_segment_ms > 0):
+            raise ValueError(
+                "Endpointing needs min_trailing_silence_ms > 0 and max_segment_ms > 0 "
+                "(math.inf disables a rule). Received: "
+                f"min_trailing_silence_ms={self.min_trailing_silence_ms}, "
+                f"max_segment_ms={self.max_segment_ms}"
+            )
+
+    @classmethod
+    def never(cls) -> Endpointing:
+        """No endpointing: the whole stream is one segment."""
+        return cls(min_trailing_silence_ms=math.inf, max_segment_ms=math.inf)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """A closed segment: its final text and words, times in seconds from the stream start."""
+
+    text: str
+    words: tuple[WordTiming, ...]
+    start: float
+    end: float
+
+
+ACCEPTED_DTYPES = (np.int16, np.float32, np.float64)
+
+
+def checked_chunk(samples: Any) -> np.ndarray:
+    """A chunk as float32 mono `[n]`, or a ValueError naming what is wrong with it.
+
+    Accepts int16 (scaled to [-1, 1) as libsndfile does), float32 or float64,
+    shaped `[n]` or `[n, channels]` (channels are averaged).
+    """
+    array = np.asarray(samples)
+    if array.dtype not in ACCEPTED_DTYPES:
+        raise ValueError(
+            "Audio chunks must be int16, float32 or float64 samples. "
+            f"Received: dtype={array.dtype}"
+        )
+    if array.ndim not in (1, 2):
+        raise ValueError(
+            f"Audio chunks must be [samples] or [samples, channels]. Received: shape={array.shape}"
+        )
+    if array.dtype == np.int16:
+        array = array.astype(np.float32) / 32768.0
+    elif not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(
+            f"Audio chunk has {bad} non-finite samples (NaN or infinity); the stream is "
+            "unchanged. Received: a chunk of shape " + str(array.shape)
+        )
+    return to_mono(array.astype(np.float32, copy=False))
+
+
+def _frames_in(milliseconds: float, seconds_per_frame: float) -> float:
+    """Whole CTC frames in a duration (rounded to the nearest; inf stays inf)."""
+    frames = milliseconds / 1000.0 / seconds_per_frame
+    return frames if math.isinf(frames) else float(round(frames))
+
+
+@dataclass
+class _OpenSegment:
+    """The segment being heard: its frames, greedy alignment and trailing pause."""
+
+    start_frame: int
+    log_probs: list[np.ndarray] = dataclasses.field(default_factory=list)
+    emitted: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    silent_frames: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(block) for block in self.log_probs)
+
+
+class StreamingRecognizer:
+    """A causal model ready to stream; makes independent `Stream`s.
+
+    Args:
+        step: The model's `StreamingStep`.
+        vocabulary: Token list or `Vocabulary` (blank = id 0).
+        decoder_options: `decoding.make_decoder` keyword arguments (`kind` included)
+            used to rescore each closed segment; greedy (no rescoring) when None.
+        endpointing: The end-of-segment rule (default `Endpointing()`).
+    """
+
+    def __init__(
+        self,
+        step: StreamingStep,
+        vocabulary: Any,
+        decoder_options: dict[str, Any] | None = None,
+        endpointing: Endpointing | None = None,
+    ) -> None:
+        from .export import seconds_per_frame  # here: the export imports this module
+
+        self.step = step
+        self.tokens = list(getattr(vocabulary, "tokens", vocabulary))
+        self.sample_rate = step.feature_config.sample_rate
+        self.seconds_per_frame = seconds_per_frame(
+            step.feature_config, step.model_config.reduction_factor
+        )
+        self.endpointing = endpointing or Endpointing()
+        # The rule in CTC frames (float, so math.inf disables a rule).
+        rule, spf = self.endpointing, self.seconds_per_frame
+        self.pause_frames = max(1.0, _frames_in(rule.min_trailing_silence_ms, spf))
+        self.max_segment_frames = max(1.0, _frames_in(rule.max_segment_ms, spf))
+        self.decoder_options = dict(decoder_options or {"kind": "greedy"})
+        self.decoder = None
+        if self.decoder_options.get("kind", "greedy") != "greedy":
+            self.decoder = make_decoder(vocabulary=vocabulary, **self.decoder_options)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        decoder_options: dict[str, Any] | None = None,
+        endpointing: Endpointing | None = None,
+        weights: str = "best",
+    ) -> StreamingRecognizer:
+        """Loads a trained causal experiment folder.
+
+        Args:
+            path: An experiment folder written by `stenograph train`.
+            decoder_options: `make_decoder` keyword arguments; by default the LM and
+                weights `stenograph lm tune` recorded (greedy when there are none).
+                Unset LM settings are filled from the folder's decoding.json.
+            endpointing: The end-of-segment rule.
+            weights: "best", "last" or a weights file.
+
+        Raises:
+            FileNotFoundError: If `path` is not an experiment folder.
+            ValueError: If the model is not causal.
+        """
+        from .experiment import load_experiment
+
+        experiment = load_experiment(Path(path), weights)
+        if decoder_options is None:
+            decoder_options = {"kind": "lm" if tuned_lm_available(path) else "greedy"}
+        options = with_tuned_defaults(decoder_options, path)
+        step = streaming_step_for(experiment)
+        return cls(step, experiment.vocabulary, options, endpointing)
+
+    def create_stream(self, source: str = "stream") -> Stream:
+        """A new stream with its own state (streams never share state).
+
+        Args:
+            source: Name given to the final `Transcript`.
+        """
+        return Stream(self, source)
+
+
+class Stream:
+    """One live audio stream: feed chunks, read partial text, finish for the transcript.
+
+    Not thread-safe: feed one stream from one thread (separate streams are independent).
+    """
+
+    def __init__(self, recognizer: StreamingRecognizer, source: str = "stream") -> None:
+        self.recognizer = recognizer
+        self.source = source
+        self._state = recognizer.step.initial_state()
+        self._input_rate: int | None = None
+        self._resampler: Any = None
+        self._samples = 0  # at the model's rate
+        self._frames = 0
+        self._last_token = -1  # the greedy decoder's prefix state
+        self._segment = _OpenSegment(start_frame=0)
+        self._segments: list[SegmentResult] = []
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether `finish` was called."""
+        return self._finished
+
+    def feed(self, samples: Any, sample_rate: int | None = None) -> list[SegmentResult]:
+        """Adds a chunk of audio.
+
+        Args:
+            samples: int16, float32 or float64, `[n]` or `[n, channels]`; empty is a no-op.
+            sample_rate: Its rate in Hz (default: the model's); a stream keeps one rate.
+
+        Returns:
+            The segments endpointing closed during this chunk (usually none).
+
+        Raises:
+            StreamClosedError: After `finish`.
+            ValueError: Bad dtype, shape, non-finite samples or a changed rate; the
+                stream is left exactly as it was.
+        """
+        self._check_open()
+        chunk = checked_chunk(samples)
+        rate = self._checked_rate(sample_rate)
+        if chunk.size == 0:
+            return []
+        return self._run(self._resample(chunk, rate, last=False))
+
+    def partial(self) -> str:
+        """The open segment's text so far (greedy, exactly what the frames so far say)."""
+        return words_from_alignment(self._segment.emitted, self.recognizer.tokens)[0]
+
+    def finish(self) -> Transcript:
+        """Flushes the end of the audio, closes the last segment, returns everything heard.
+
+        Raises:
+            StreamClosedError: If the stream already finished.
+        """
+        self._check_open()
+        self._finished = True
+        if self._resampler is not None:
+            self._run(self._resample(np.zeros(0, np.float32), self._input_rate, last=True))
+        log_probs, self._state = self.recognizer.step.compiled_finish(self._state)
+        self._consume(log_probs.numpy()[0])
+        if self._segment.num_frames:
+            self._close_segment()
+        duration = self._samples / self.recognizer.sample_rate
+        words = tuple(
+            WordTiming(w.word, min(w.start, duration), min(w.end, duration))
+            for segment in self._segments
+            for w in segment.words
+        )
+        text = " ".join(segment.text for segment in self._segments if segment.text)
+        return Transcript(source=self.source, text=text, words=words, duration=duration)
+
+    @property
+    def segments(self) -> list[SegmentResult]:
+        """The segments closed so far."""
+        return list(self._segments)
+
+    # -- input ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise StreamClosedError(
+                f"Stream {self.source!r} has finished; create a new stream for more audio."
+            )
+
+    def _checked_rate(self, sample_rate: int | None) -> int:
+        rate = int(sample_rate or self._input_rate or self.recognizer.sample_rate)
+        if rate <= 0:
+            raise ValueError(f"sample_rate must be > 0. Received: sample_rate={sample_rate}")
+        if self._input_rate is not None and rate != self._input_rate:
+            raise ValueError(
+                f"A stream keeps one sample rate: it started at {self._input_rate} Hz. "
+                f"Received: sample_rate={rate}"
+            )
+        return rate
+
+    def _resample(self, chunk: np.ndarray, rate: int, last: bool) -> np.ndarray:
+        """To the model's rate with the pipeline's resampler (soxr HQ), its state carried."""
+        self._input_rate = rate
+        if rate == self.recognizer.sample_rate:
+            return chunk
+        if self._resampler is None:
+            self._resampler = soxr.ResampleStream(
+                rate, self.recognizer.sample_rate, 1, dtype="float32", quality=RESAMPLER_QUALITY
+            )
+        return self._resampler.resample_chunk(chunk, last=last)
+
+    def _run(self, chunk: np.ndarray) -> list[SegmentResult]:
+        if chunk.size == 0:
+            return []
+        self._samples += chunk.size
+        samples = tf.constant(chunk[None, :], tf.float32)  # [1, n]
+        log_probs, self._state = self.recognizer.step.compiled_step(samples, self._state)
+        return self._consume(log_probs.numpy()[0])
+
+    # -- decoding ------------------------------------------------------------
+
+    def _consume(self, log_probs: np.ndarray) -> list[SegmentResult]:
+        """Adds CTC frames `[t, C]` to the open segment, closing it where endpointing says."""
+        closed = []
+        begin = 0
+        for offset, token in enumerate(log_probs.argmax(axis=-1).tolist()):
+            self._extend_alignment(token, self._frames)
+            self._frames += 1
+            if self._endpoint_reached():
+                self._segment.log_probs.append(log_probs[begin : offset + 1])
+                begin = offset + 1
+                closed.extend(self._close_segment())
+        if begin < len(log_probs):
+            self._segment.log_probs.append(log_probs[begin:])
+        return closed
+
+    def _extend_alignment(self, token: int, frame: int) -> None:
+        """One frame of best-path decoding (as `decoding.greedy_path`), prefix state carried."""
+        segment, blank = self._segment, 0
+        relative = frame - segment.start_frame
+        if token != blank and token == self._last_token and segment.emitted:
+            first = segment.emitted[-1][1]
+            segment.emitted[-1] = (token, first, relative + 1)  # the run goes on
+        elif token != blank and token != self._last_token:
+            segment.emitted.append((token, relative, relative + 1))
+        self._last_token = token
+        silent = token == blank or self.recognizer.tokens[token] == SPACE
+        segment.silent_frames = segment.silent_frames + 1 if silent else 0
+
+    def _endpoint_reached(self) -> bool:
+        segment, recognizer = self._segment, self.recognizer
+        if self._frames - segment.start_frame >= recognizer.max_segment_frames:
+            return True
+        if segment.silent_frames < recognizer.pause_frames:
+            return False
+        return any(recognizer.tokens[t] != SPACE for t, _, _ in segment.emitted)
+
+    def _close_segment(self) -> list[SegmentResult]:
+        """Final text of the open segment (LM-rescored when there is a decoder); opens the next."""
+        segment, recognizer = self._segment, self.recognizer
+        self._segment = _OpenSegment(start_frame=self._frames)
+        if not segment.emitted and recognizer.decoder is None:
+            return []  # a pause with nothing said
+        if recognizer.decoder is not None:
+            frames = np.concatenate(segment.log_probs)  # [T, C]
+            result = recognizer.decoder.decode_batch(frames[None], np.array([len(frames)]))[0]
+            text, word_times = result.text, result.word_times
+        else:
+            text, word_times = words_from_alignment(segment.emitted, recognizer.tokens)
+        if not text:
+            return []
+        spf, offset = recognizer.seconds_per_frame, segment.start_frame
+        words = tuple(
+            WordTiming(word, (offset + start) * spf, (offset + end) * spf)
+            for word, start, end in word_times
+        )
+        result = SegmentResult(text, words, offset * spf, self._frames * spf)
+        self._segments.append(result)
+        return [result]
