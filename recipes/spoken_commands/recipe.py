@@ -6,6 +6,7 @@ Usage (exact commands; timings and WER in RESULTS.md):
     stenograph demo --out exp/demo --minutes 9.5 --epochs 30 --extra 3000 \
         --precision auto                            # = the defaults
     stenograph demo --extra 0                       # the shipped corpus alone
+    stenograph demo --streaming --out exp/demo-streaming   # the causal (streaming) model
     stenograph demo --generate 5000 --out exp/commands-5k   # a fresh corpus from the TTS engines
 
 It runs, in order (rerunning the command resumes: prepared data and generated audio
@@ -55,13 +56,14 @@ from typing import Any
 from stenograph.pipeline.manifest import Utterance, read_manifest
 
 from .. import hardware
-from ..config import PRECISIONS, ExperimentConfig
+from ..config import PRECISIONS, ExperimentConfig, model_preset
 from ..prepare import PreparedPaths, Recipe, prepare
 from . import SHIPPED_CORPUS_DIR, grammar
 
 _log = logging.getLogger("stenograph.demo")
 
 DEFAULT_OUT = Path("exp/demo")
+STREAMING_OUT = Path("exp/demo-streaming")
 DEFAULT_EPOCHS = 30
 DEFAULT_MINUTES = 9.5
 DEFAULT_EXTRA_UTTERANCES = 3000
@@ -180,6 +182,20 @@ def commands_config(
             "train.precision": precision,
         }
     )
+
+
+def streaming_variant(config: ExperimentConfig) -> ExperimentConfig:
+    """`--streaming`: the same recipe with the causal "streaming" model preset.
+
+    Forward LSTMs with a short lookahead over stacked frames, normalised with
+    statistics of the training set (computed when training starts, stored in the
+    model), so the export gets the `stream_*` signatures; the recipe's dropout is kept.
+    Evaluated offline, a causal model gives exactly what its stream gives.
+    """
+    model = model_preset(
+        "streaming", dropout=config.model.dropout, use_cudnn=config.model.use_cudnn
+    )
+    return dataclasses.replace(config, model=model)
 
 
 # ---------------------------------------------------------------------------
@@ -683,6 +699,7 @@ def run_demo(
     max_steps: int = 0,
     examples: int = TRANSCRIBE_EXAMPLES,
     lm_weights: tuple[Sequence[float], Sequence[float]] = (LM_ALPHAS, LM_BETAS),
+    streaming: bool = False,
 ) -> dict[str, Any]:
     """Runs every stage (see the module docstring) and writes `<out>/demo_summary.json`.
 
@@ -704,6 +721,8 @@ def run_demo(
             for smoke tests).
         examples: Held-out files to transcribe.
         lm_weights: The (alphas, betas) grid searched on dev.
+        streaming: Train the causal variant (`streaming_variant`); its export has
+            the stream signatures.
 
     Returns:
         The summary: timings, training, LM choice, scores and transcripts.
@@ -740,6 +759,9 @@ def run_demo(
     )
     if max_steps:
         config = config.override({"train.max_steps": max_steps})
+    if streaming:
+        config = streaming_variant(config)
+    summary["model"] = {"direction": config.model.direction, "streaming": streaming}
     choice = training_precision(config, exp_dir)
     print(f"train: precision {choice.policy} ({choice.reason})", flush=True)
     summary["precision"], summary["precision_reason"] = choice.policy, choice.reason
@@ -784,6 +806,11 @@ def run_demo(
     mark = time.monotonic()
     summary["export"] = export_model(exp_dir, out / "export")
     print(f"SavedModel: {summary['export']['saved_model']}")
+    if streaming:
+        from ..export import is_streaming_export
+
+        summary["export"]["stream_signatures"] = is_streaming_export(out / "export")
+        print("  with stream_init / stream_step / stream_finish (README.md, Streaming)")
     timings["export"] = time.monotonic() - mark
 
     stage("transcribe held-out test files with the exported model", 6)
@@ -812,7 +839,17 @@ def _elapsed(started: float) -> str:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the `stenograph demo` options."""
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default {DEFAULT_OUT}, with --streaming {STREAMING_OUT})",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="train the causal (streaming) model preset; its export streams chunk by chunk",
+    )
     parser.add_argument(
         "--minutes",
         type=float,
@@ -883,7 +920,7 @@ def run(args: argparse.Namespace) -> int:
             f"epochs={args.epochs}, minutes={args.minutes}, extra={args.extra}"
         )
     run_demo(
-        args.out,
+        args.out or (STREAMING_OUT if args.streaming else DEFAULT_OUT),
         epochs=args.epochs,
         minutes=args.minutes,
         precision=args.precision,
@@ -893,6 +930,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_steps=args.max_steps,
         examples=args.examples,
+        streaming=args.streaming,
     )
     return 0
 
