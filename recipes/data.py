@@ -7,6 +7,7 @@ paths, builds its vocabulary and configures the tf.data pipeline the same way.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from stenograph.pipeline import dataset as data_lib
-from stenograph.pipeline.errors import Problem, ProblemReport
+from stenograph.pipeline.errors import Problem, ProblemReport, log_problems
 from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.pipeline.shards import ShardIndex, Shards, is_shard_index
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
@@ -39,6 +40,16 @@ def audio_roots(manifest: str | os.PathLike[str], data: DataConfig) -> list[str]
     """
     roots = [os.path.dirname(os.path.abspath(manifest))]
     return roots + [os.path.abspath(root) for root in data.audio_root.split(os.pathsep) if root]
+
+
+def add_allow_outside_root_argument(parser: argparse.ArgumentParser) -> None:
+    """`--allow-outside-root`, the opt-out of `load_utterances`' confinement."""
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept manifest audio paths outside the manifest's folder and data.audio_root "
+        "(absolute or ../); by default such lines are skipped and reported",
+    )
 
 
 def load_utterances(
@@ -77,7 +88,35 @@ def load_utterances(
     return utterances[:limit] if limit > 0 else utterances
 
 
-def no_usable_utterances_message(manifest: str | os.PathLike[str], skipped: list[Problem]) -> str:
+def load_utterances_to_score(
+    manifest: str | os.PathLike[str],
+    data: DataConfig,
+    limit: int = 0,
+    allow_outside_root: bool = False,
+) -> tuple[list[Utterance], list[Problem]]:
+    """A manifest to evaluate or tune on: its usable utterances and the lines skipped.
+
+    Args:
+        manifest: The manifest.
+        data: The experiment's data settings (where its audio may live).
+        limit: Keep the first `limit` utterances (0: all).
+        allow_outside_root: Accept audio outside those folders (`--allow-outside-root`).
+
+    Returns:
+        `(utterances, skipped)`; the skipped lines are also logged.
+
+    Raises:
+        ValueError: If no line is usable, saying why and what to do.
+    """
+    skipped: list[Problem] = []
+    utterances = load_utterances(str(manifest), limit, skipped.append, data, allow_outside_root)
+    log_problems(skipped)
+    if not utterances:
+        raise ValueError(_no_usable_utterances_message(manifest, skipped))
+    return utterances, skipped
+
+
+def _no_usable_utterances_message(manifest: str | os.PathLike[str], skipped: list[Problem]) -> str:
     """Why a manifest gave no utterance to evaluate or tune on, with what to do about it."""
     message = f"No usable utterance in {str(manifest)!r}"
     if not skipped:

@@ -28,12 +28,11 @@ import tensorflow as tf
 
 from stenograph.layers import ctc_greedy_decode
 from stenograph.pipeline import dataset as data_lib
-from stenograph.pipeline.errors import Problem, log_problems
 from stenograph.pipeline.manifest import Utterance
 from stenograph.pipeline.text import Vocabulary
 
 from .config import atomic_write_text
-from .data import load_utterances, make_dataset, no_usable_utterances_message
+from .data import add_allow_outside_root_argument, load_utterances_to_score, make_dataset
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .experiment import load_experiment
 from .vocabulary_check import check_vocabulary
@@ -226,13 +225,9 @@ def evaluate(
         The `EvaluationSummary` (also written as JSON).
     """
     experiment = load_experiment(exp_dir, weights=weights)
-    bad_lines: list[Problem] = []
-    utterances = load_utterances(
-        str(manifest), limit, bad_lines.append, experiment.config.data, allow_outside_root
+    utterances, bad_lines = load_utterances_to_score(
+        manifest, experiment.config.data, limit, allow_outside_root
     )
-    log_problems(bad_lines)
-    if not utterances:
-        raise ValueError(no_usable_utterances_message(manifest, bad_lines))
     check_vocabulary(experiment.vocabulary, utterances, str(manifest), str(exp_dir))
     config = experiment.config
     if batch_size:
@@ -359,12 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     parser.add_argument("--report", help="report path (only with a single --manifest)")
-    parser.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        help="accept manifest audio paths outside the manifest's folder and the experiment's "
-        "data.audio_root (absolute or ../); by default such lines are skipped and reported",
-    )
+    add_allow_outside_root_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

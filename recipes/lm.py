@@ -578,19 +578,13 @@ def experiment_log_probs(
     """
     import tensorflow as tf
 
-    from stenograph.pipeline.errors import Problem, log_problems
-
-    from .data import load_utterances, make_dataset, no_usable_utterances_message
+    from .data import load_utterances_to_score, make_dataset
     from .experiment import load_experiment
 
     experiment = load_experiment(exp_dir)
-    bad_lines: list[Problem] = []
-    utterances = load_utterances(
-        str(manifest), limit, bad_lines.append, experiment.config.data, allow_outside_root
+    utterances, _ = load_utterances_to_score(
+        manifest, experiment.config.data, limit, allow_outside_root
     )
-    log_problems(bad_lines)
-    if not utterances:
-        raise ValueError(no_usable_utterances_message(manifest, bad_lines))
     references = {u.id: experiment.vocabulary.normalize(u.text) for u in utterances}
     dataset = make_dataset(utterances, experiment.vocabulary, experiment.config, training=False)
     log_probs, texts = [], []
@@ -638,6 +632,8 @@ def _float_list(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``stenograph lm {install-tools,build,tune}``."""
+    from .data import add_allow_outside_root_argument  # imports TensorFlow: not at module level
+
     parser = subparsers.add_parser("lm", help="build and tune word n-gram language models")
     commands = parser.add_subparsers(dest="lm_command", metavar="LM_COMMAND", required=True)
 
@@ -676,12 +672,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "vocabulary); recorded with alpha/beta",
     )
     tune.add_argument("--limit", type=int, default=0, help="use the first N utterances")
-    tune.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        help="accept dev audio paths outside the manifest's folder and the experiment's "
-        "data.audio_root (absolute or ../); by default such lines are skipped and reported",
-    )
+    add_allow_outside_root_argument(tune)
     tune.add_argument("--no-write", action="store_true", help="do not write decoding.json")
     tune.set_defaults(handler=run_tune)
 

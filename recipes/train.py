@@ -58,6 +58,7 @@ from .config import (
     parse_override,
 )
 from .data import (
+    add_allow_outside_root_argument,
     dataset_config,
     decoded_source,
     epoch_batches_bound,
@@ -1134,12 +1135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=data_service_lib.DEFAULT_TIMEOUT_SECONDS,
         help="stop with an error when the service sends no batch for this many seconds",
     )
-    parser.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        help="accept manifest audio paths outside the manifest's folder and data.audio_root "
-        "(absolute or ../); by default such lines are skipped and reported",
-    )
+    add_allow_outside_root_argument(parser)
     parser.add_argument(
         "--set",
         action="append",
