@@ -230,3 +230,15 @@ def test_two_multiworker_workers_read_disjoint_shards(sharded_corpus, tmp_path):
     assert seen[0] and seen[1]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == sorted(ids)
+
+
+def test_prepare_with_shards_points_the_config_at_them(tmp_path):
+    train, valid = repeated_manifest(tmp_path / "corpus", copies=2)
+    data_dir = tmp_path / "prepared"
+    args = ["--train", str(train), "--valid", str(valid), "--data-dir", str(data_dir)]
+    assert stenograph(["prepare", "manifest", *args, "--shards", "2"]) == 0
+    config = json.loads((data_dir / "config.json").read_text())
+    shards = data_dir / "shards" / "train"
+    assert config["data"]["train_manifest"] == str(shards.absolute())
+    index = json.loads((shards / "index.json").read_text())
+    assert index["utterances"] == 16 and len(index["shards"]) == 2
