@@ -5,6 +5,7 @@ stream's output must equal the offline transcription of the same files.
 """
 
 import io
+import json
 import subprocess
 import sys
 import types
@@ -149,3 +150,20 @@ def _has_input_device():
     except Exception:  # noqa: BLE001 - PortAudioError or ValueError: no device
         return False
     return True
+
+
+def test_stream_on_an_export_without_stream_signatures_is_refused(tmp_path, capsys):
+    from stenograph.recipes.export import EXTRA_DIR, METADATA_FILE
+
+    folder = tmp_path / "bidirectional-export"
+    (folder / EXTRA_DIR).mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"")
+    metadata = {"signatures": ["serving_default", "transcribe_wav"]}
+    (folder / EXTRA_DIR / METADATA_FILE).write_text(json.dumps(metadata))
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_waveform("fade"), 16000)
+    code, out = _cli(["transcribe", str(folder), str(wav), "--stream"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and out == ""
+    assert len(err) == 1 and "without stream signatures" in err[0]
+    assert "--preset streaming" in err[0]

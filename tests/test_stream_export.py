@@ -250,3 +250,33 @@ def test_stream_tflite_step_matches_the_savedmodels_stream_step(
         tflite_state = {name: got[name] for name in model_state}
     for name in model_state:
         np.testing.assert_allclose(tflite_state[name], state[name].numpy(), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.slow
+def test_cli_export_with_tflite_then_stream_the_export(causal_experiment, tmp_path, capsys):
+    import soundfile as sf
+
+    from stenograph.recipes.cli import main as cli_main
+
+    target = tmp_path / "export"
+    argv = ["export", str(causal_experiment), str(target), "--tflite", "--stream-chunk-ms", "40"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "stream_init/stream_step/stream_finish" in printed
+    metadata = json.loads((target / export_lib.EXTRA_DIR / export_lib.METADATA_FILE).read_text())
+    stream_tflite = metadata["stream_tflite"]
+    assert stream_tflite["chunk_samples"] == 640 and stream_tflite["ops"]
+    assert f"ops: {', '.join(stream_tflite['ops'])}" in printed
+    assert (target / export_lib.STREAM_TFLITE_FILE).stat().st_size > 10_000
+
+    # `transcribe EXPORT --stream` runs the exported stream signatures.
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, tone_waveform("cage bed head bag ace", seed=2), 16000, subtype="FLOAT")
+    outputs = []
+    for model, extra in ((causal_experiment, []), (target, ["--stream"])):
+        assert cli_main(["transcribe", str(model), str(wav), "--decoder", "greedy", *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0].strip() and outputs[1] == outputs[0]
