@@ -1,7 +1,7 @@
 """Stenograph's data pipeline: manifests, audio decoding, text, features, datasets."""
 
 # Data-facing half: manifests, importers, audio decoding, text (see each module).
-from .audio import AudioInfo, audio_info, decode_wav_tf, load_audio
+from .audio import AudioInfo, audio_info, load_audio
 from .errors import (
     AudioDecodeError,
     CorpusError,
@@ -17,8 +17,9 @@ from .resample import resample, resample_tf
 from .text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
 from .tfio_compat import tfio_ops_available
 
-# Features, augmentation and the tf.data dataset import TensorFlow, so they load on
-# first use (PEP 562) and `import stenograph.pipeline` stays light.
+# Features, augmentation, the in-graph WAV decoder and the tf.data dataset import
+# TensorFlow, so they load on first use (PEP 562) and `import stenograph.pipeline`
+# stays light.
 _LAZY_EXPORTS = {
     "AudioFeatures": "features",
     "AugmentConfig": "augment",
@@ -29,6 +30,7 @@ _LAZY_EXPORTS = {
     "NoiseBank": "augment",
     "SpecAugment": "augment",
     "compute_global_stats": "features",
+    "decode_wav_tf": "wav",
     "decoded_source": "dataset",
     "make_dataset": "dataset",
     "num_frames": "features",
@@ -57,7 +59,6 @@ __all__ = [
     "Utterance",
     "Vocabulary",
     "audio_info",
-    "decode_wav_tf",
     "import_commonvoice",
     "import_csv",
     "import_librispeech",

@@ -30,8 +30,6 @@ import dataclasses
 import functools
 import logging
 import os
-import sys
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -51,6 +49,7 @@ from .errors import AudioDecodeError, Problem, ProblemReport
 from .features import FeatureConfig, compute_features, num_frames
 from .manifest import Utterance
 from .text import Vocabulary
+from .threads import cpu_cores, in_low_priority_thread, lower_thread_priority
 
 if TYPE_CHECKING:
     from .shards import Shards
@@ -210,7 +209,7 @@ class DatasetConfig:
             frames. Training must (their loss is infinite); evaluation must not, so
             that hard utterances are scored as errors instead of leaving the WER.
         low_priority: The threads that decode, augment and featurize become
-            ``LOW_PRIORITY_NICENESS`` nicer (Linux; elsewhere nothing changes): when
+            ``threads.LOW_PRIORITY_NICENESS`` nicer (Linux; elsewhere nothing changes): when
             a CPU-trained model keeps the cores busy they use the cycles it leaves
             free instead of preempting it (demo training step 76 -> 68 ms on 2
             cores). Only for machines that do nothing else: any other busy program
@@ -456,48 +455,6 @@ _EMPTY_LABELS = np.zeros([0], np.int32)
 # ---------------------------------------------------------------------------
 
 
-_worker_state = threading.local()
-
-# How much nicer than the process the pipeline's threads become (`low_priority`).
-# +5 to +19 and Linux's idle class all gave the same gain on an otherwise idle
-# machine; next to busy programs each starved the pipeline (the idle class
-# entirely), hence an opt-in.
-LOW_PRIORITY_NICENESS = 10
-
-
-def lower_thread_priority() -> bool:
-    """Makes the calling thread `LOW_PRIORITY_NICENESS` nicer, once per thread (Linux).
-
-    Returns:
-        Whether the thread now runs at the lower priority (False where threads
-        have no priority of their own, as on macOS, or it is refused).
-    """
-    if getattr(_worker_state, "lowered", None) is None:
-        _worker_state.lowered = False
-        if sys.platform.startswith("linux"):
-            # On Linux a thread id names one thread for setpriority (it is per
-            # thread there; elsewhere it would renice the whole process).
-            thread = threading.get_native_id()
-            try:
-                niceness = os.getpriority(os.PRIO_PROCESS, thread) + LOW_PRIORITY_NICENESS
-                os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness))
-                _worker_state.lowered = True
-            except OSError:
-                pass
-    return _worker_state.lowered
-
-
-def _lower_priority_probe() -> np.bool_:
-    return np.bool_(lower_thread_priority())
-
-
-def _in_low_priority_thread(tensor: Any) -> Any:
-    """`tensor`, computed after the running tf.data thread has lowered its priority."""
-    lowered = tf.numpy_function(_lower_priority_probe, [], tf.bool, stateful=True)
-    with tf.control_dependencies([lowered]):
-        return tf.nest.map_structure(tf.identity, tensor)
-
-
 def _decode_stage(loader: UtteranceLoader) -> Any:
     def decode(index: tf.Tensor) -> tuple[Example, tf.Tensor]:
         waveform, labels, min_frames, ok, utterance_id = tf.numpy_function(
@@ -540,7 +497,7 @@ def _augment_stage(
 ) -> Any:
     def augment(example: Example) -> Example:
         if low_priority:
-            example = _in_low_priority_thread(example)
+            example = in_low_priority_thread(example)
         waveform_seed = split_seed(example.seed, 2)[0]
         # The largest speed factor that still leaves CTC its frames, rounded down to
         # the resampler's 0.01 grid so rounding cannot overshoot it.
@@ -560,7 +517,7 @@ def _feature_stage(
 ) -> Any:
     def featurize(batch: Example) -> Batch:
         if low_priority:
-            batch = _in_low_priority_thread(batch)
+            batch = in_low_priority_thread(batch)
         batch_seed = split_seed(batch.seed[0], 2)[1]
         dither_seed, mask_seed = tf.unstack(split_seed(batch_seed, 2))
         warp_factors = None
@@ -677,13 +634,6 @@ def _parallelism(config: DatasetConfig) -> int:
     if config.num_parallel_calls is not None:
         return config.num_parallel_calls
     return tf.data.AUTOTUNE if config.autotune else cpu_cores()
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def _with_autotune_setting(dataset: tf.data.Dataset, config: DatasetConfig) -> tf.data.Dataset:

@@ -58,10 +58,10 @@ import numpy as np
 import tensorflow as tf
 
 from stenograph.layers import ctc_beam_search_decode, ctc_greedy_decode
-from stenograph.pipeline.audio import decode_wav_tf
 from stenograph.pipeline.features import AudioFeatures, FeatureConfig
 from stenograph.pipeline.text import Vocabulary
 
+from stenograph.pipeline.wav import decode_wav_tf
 from .config import ExperimentConfig, fsync_directory
 from .decoding import (
     EXPORT_EXTRA_DIR,

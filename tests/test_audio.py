@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from stenograph.pipeline import audio as audio_module
 from stenograph.pipeline.audio import (
     audio_info,
-    decode_wav_tf,
     frame_range,
     load_audio,
     wav_declared_and_actual_data_bytes,
 )
 from stenograph.pipeline.errors import AudioDecodeError
 from stenograph.pipeline.tfio_compat import tfio_ops_available
+from stenograph.pipeline.wav import decode_wav_tf
 
 TONE_HZ = 440.0
 

@@ -12,14 +12,12 @@ import tensorflow as tf
 
 from stenograph.pipeline.augment import AugmentConfig, NoiseBank
 from stenograph.pipeline.dataset import (
-    LOW_PRIORITY_NICENESS,
     Batch,
     DatasetConfig,
     UtteranceLoader,
     alignment_problem,
     ctc_min_frames,
     decoded_source,
-    lower_thread_priority,
     make_dataset,
     min_samples_for_frames,
 )
@@ -27,6 +25,7 @@ from stenograph.pipeline.errors import ProblemReport
 from stenograph.pipeline.features import FeatureConfig, compute_features, num_frames
 from stenograph.pipeline.manifest import Utterance
 from stenograph.pipeline.text import ENGLISH_ALPHABET, TextNormalizer, Vocabulary
+from stenograph.pipeline.threads import LOW_PRIORITY_NICENESS, lower_thread_priority
 
 SR = 16000
 FEATURES = FeatureConfig(num_mel_bins=40)
