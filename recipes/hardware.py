@@ -86,9 +86,10 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
 
     On CPUs, `mixed_bfloat16` only with AMX (the `amx_bf16` flag): there its tile unit
     runs bfloat16 matmuls several times faster than float32 ones. Everywhere else
-    (AVX-512 BF16 without AMX, AMD, older Intel, ARM, Apple) `float32`: on a CPU with
-    AVX-512 BF16 but no AMX, bfloat16 made the demo's training step slower, not
-    faster (benchmarks/README.md).
+    (AVX-512 BF16 without AMX, AMD, older Intel, ARM, Apple) `float32`: on a Xeon with
+    AVX-512 BF16 but no AMX, bfloat16 made the LSTM's train step 1.6x slower and the
+    demo trained 18% fewer steps; on an AMD EPYC with AVX-512 BF16 the demo's CPU time
+    per step was about the same in both (benchmarks/README.md).
 
     Why CPU flags rather than a start-up probe timing both precisions: the flags are
     read instantly and give the same answer on every start, so a resumed or repeated
@@ -112,7 +113,7 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
             "mixed_bfloat16", f"CPU with AMX ({AMX_FLAG}): bfloat16 matmuls run on its tile unit"
         )
     if AVX512_BF16_FLAG in facts.cpu_flags:
-        detail = f"CPU with {AVX512_BF16_FLAG} but no AMX: bfloat16 is slower than float32 there"
+        detail = f"CPU with {AVX512_BF16_FLAG} but no AMX: bfloat16 measured no faster than float32"
     elif facts.cpu_flags:
         detail = f"CPU without AMX ({AMX_FLAG}): no fast bfloat16 matmuls"
     else:
