@@ -169,8 +169,9 @@ def main(argv=None):
         "--precisions",
         nargs="+",
         default=["float32", "mixed_bfloat16"],
-        help="Keras policies to time. mixed_bfloat16 is faster than float32 only on CPUs "
-        "with AMX (amx_bf16 in /proc/cpuinfo); on others it is slower (benchmarks/README.md).",
+        help="Keras policies to time. mixed_bfloat16 was faster than float32 only on CPUs "
+        "with AMX (amx_bf16 in /proc/cpuinfo), no faster or slower on others "
+        "(benchmarks/README.md).",
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument(

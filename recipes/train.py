@@ -1114,8 +1114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         help="auto (the default): mixed_bfloat16 on CPUs with AMX, mixed_float16 on GPUs "
-        "with tensor cores, float32 elsewhere (on CPUs without AMX mixed_bfloat16 is "
-        "slower than float32); the choice and why are logged and saved in the experiment",
+        "with tensor cores, float32 elsewhere (on CPUs without AMX mixed_bfloat16 measured "
+        "no faster than float32); the choice and why are logged and saved in the experiment",
     )
     parser.add_argument(
         "--strategy",

@@ -864,8 +864,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default=DEFAULT_PRECISION,
-        help="training precision; auto: mixed_bfloat16 on CPUs with AMX (slower than float32 "
-        "on CPUs without), mixed_float16 on GPUs with tensor cores, else float32",
+        help="training precision; auto: mixed_bfloat16 on CPUs with AMX (no faster than "
+        "float32 on CPUs without), mixed_float16 on GPUs with tensor cores, else float32",
     )
     parser.add_argument(
         "--generate",
