@@ -87,15 +87,16 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
     On CPUs, `mixed_bfloat16` only with AMX (the `amx_bf16` flag): there its tile unit
     runs bfloat16 matmuls several times faster than float32 ones. Everywhere else
     (AVX-512 BF16 without AMX, AMD, older Intel, ARM, Apple) `float32`: on a Xeon with
-    AVX-512 BF16 but no AMX, bfloat16 made the LSTM's train step 1.6x slower and the
-    demo trained 18% fewer steps; on an AMD EPYC with AVX-512 BF16 the demo's CPU time
-    per step was about the same in both (benchmarks/README.md).
+    AVX-512 BF16 but no AMX bfloat16 made the LSTM's train step and the demo slower,
+    and on an AMD EPYC with AVX-512 BF16 the demo's CPU time per step was about the
+    same in both (benchmarks/README.md, "Precision and threads on the machine at hand").
 
     Why CPU flags rather than a start-up probe timing both precisions: the flags are
     read instantly and give the same answer on every start, so a resumed or repeated
     run trains as the first did and the choice is testable; a probe costs seconds of
-    every start, and on a shared or throttled machine (where our own measurements
-    varied by 30% from minute to minute) it could pick differently from run to run.
+    every start, and on a shared machine it measures the load as much as the CPU (the
+    same setting's step time changed by a third between rounds there), so it could
+    pick differently from run to run.
     The cost is a proxy: a CPU with some other fast bfloat16 unit gets `float32`
     until this function learns its flag; `--precision` overrides it.
 
@@ -175,12 +176,12 @@ def intra_op_threads(facts: DeviceFacts, environment: Mapping[str, str]) -> int 
     There the two directions of a BiLSTM layer already run side by side as separate
     ops and fill both cores, so splitting an op over threads only adds hand-offs:
     on an idle 2-core Xeon with AMX, training the demo in mixed_bfloat16, one thread
-    per op ran 1.14x the steps per minute, and was still ahead next to two busy
-    loops. On a 2-core AMD EPYC without AMX, training in float32 on a machine shared
-    with other busy processes, it ran 0.42x: the same CPU time per step, but fewer
-    threads get a smaller share of a busy CPU (benchmarks/README.md, "Precision and
-    threads on the machine at hand"). So the rule stays only where it was measured
-    to help; elsewhere TensorFlow's default is the safe side.
+    per op trained faster, and stayed ahead next to two busy loops. On a 2-core AMD
+    EPYC without AMX, training in float32 on a machine shared with other busy
+    processes, it trained less than half as fast: the same CPU time per step, but
+    fewer threads get a smaller share of a busy CPU (benchmarks/README.md, "Precision
+    and threads on the machine at hand"). So the rule stays only where it was
+    measured to help; elsewhere TensorFlow's default is the safe side.
 
     Args:
         facts: The device.
