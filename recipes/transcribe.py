@@ -594,29 +594,34 @@ def open_microphone(
 
 
 def run_microphone(args: argparse.Namespace) -> int:
-    """`--microphone`: live transcription until Ctrl-C; each closed segment on stdout."""
+    """`--microphone`: live transcription until Ctrl-C (or `--seconds`); segments on stdout."""
     library = input_device_library()  # before the model loads: fail fast
     recognizer = load_recognizer(args)
-    chunk_samples = max(1, int(round(args.chunk_ms * recognizer.sample_rate / 1000)))
-    device, chunks = open_microphone(library, recognizer.sample_rate, chunk_samples)
-    stream = recognizer.create_stream()
+    rate = recognizer.sample_rate
+    chunk_samples = max(1, int(round(args.chunk_ms * rate / 1000)))
+    limit = int(round(args.seconds * rate)) if args.seconds > 0 else None
+    device, chunks = open_microphone(library, rate, chunk_samples)
+    stream = recognizer.create_stream("microphone")
     partials = PartialPrinter()
-    printed_until = 0.0
+    heard = 0
     print("transcribe: listening; Ctrl-C to stop", file=sys.stderr)
     try:
         with device:
-            while True:
-                for segment in stream.feed(chunks.get()):
+            while limit is None or heard < limit:
+                chunk = chunks.get()
+                chunk = chunk if limit is None else chunk[: limit - heard]
+                heard += len(chunk)
+                for segment in stream.feed(chunk):
                     partials.close()
                     print(segment.text, flush=True)
-                    printed_until = segment.end
                 partials.show("microphone", stream.partial())
     except KeyboardInterrupt:
         pass
     partials.close()
-    rest = [w.word for w in stream.finish().words if w.start >= printed_until]
-    if rest:
-        print(" ".join(rest), flush=True)
+    printed = len(stream.segments)
+    stream.finish()
+    for segment in stream.segments[printed:]:
+        print(segment.text, flush=True)
     return 0
 
 
@@ -782,6 +787,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="transcribe the default input device until Ctrl-C (causal models; needs "
         f"sounddevice: {MIC_EXTRA_HINT})",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="with --microphone: stop after this many seconds of audio (0: at Ctrl-C)",
     )
 
 

@@ -167,3 +167,57 @@ def test_stream_on_an_export_without_stream_signatures_is_refused(tmp_path, caps
     assert code == 2 and out == ""
     assert len(err) == 1 and "without stream signatures" in err[0]
     assert "--preset streaming" in err[0]
+
+
+class FakeInputStream:
+    """`sounddevice.InputStream` playing a recording: blocks of `blocksize` from a thread."""
+
+    recording = np.zeros(0, np.float32)
+    opened = []
+
+    def __init__(self, samplerate, channels, dtype, blocksize, callback):
+        assert (channels, dtype) == (1, "float32")
+        self.opened.append(samplerate)
+        self.blocksize, self.callback = blocksize, callback
+
+    def __enter__(self):
+        import threading
+
+        def play():
+            for start in range(0, len(self.recording), self.blocksize):
+                block = self.recording[start : start + self.blocksize, None]  # [frames, 1]
+                self.callback(block, len(block), None, None)
+            silence = np.zeros((self.blocksize, 1), np.float32)
+            for _ in range(50):  # the device keeps delivering until the stream stops
+                self.callback(silence, self.blocksize, None, None)
+
+        threading.Thread(target=play, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_microphone_prints_each_segment_as_the_stream_does(
+    causal_experiment, audio_folder, monkeypatch, capsys
+):
+    wav = audio_folder / "2.wav"
+    code, streamed = _cli(["transcribe", str(causal_experiment), str(wav), "--stream"])
+    assert code == 0 and streamed.strip()
+    capsys.readouterr()
+    recording = sf.read(wav, dtype="float32")[0]
+    FakeInputStream.recording = recording
+    fake = types.SimpleNamespace(
+        PortAudioError=OSError, query_devices=lambda kind=None: {}, InputStream=FakeInputStream
+    )
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    seconds = len(recording) / 16000
+    code, out = _cli(
+        ["transcribe", str(causal_experiment), "--microphone", "--seconds", str(seconds)]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "listening" in err and "Traceback" not in err
+    assert FakeInputStream.opened[-1] == 16000
+    # One line per segment endpointing closed (the pause splits the file).
+    assert " ".join(out.split()) == " ".join(streamed.split())
+    assert len(out.strip().splitlines()) >= 1
