@@ -16,8 +16,9 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
+
+from .files import atomic_write_text
 
 __all__ = [
     "reject_unknown_keys",
@@ -191,9 +192,9 @@ class ProblemReport:
         """Writes every problem as one JSON object per line (atomically).
 
         Args:
-            path: Destination file; its folder must exist.
+            path: Destination file.
         """
-        write_text_atomic(Path(path), "".join(_json_line(p) for p in self.problems))
+        atomic_write_text(path, "".join(_json_line(p) for p in self.problems))
 
     @staticmethod
     def read(path: str | os.PathLike[str]) -> list[Problem]:
@@ -218,20 +219,6 @@ def log_problems(problems: Iterable[Problem], limit: int = 10) -> None:
         logger.warning("skipped: %s", problem)
     if len(problems) > limit:
         logger.warning("... and %d more problems skipped", len(problems) - limit)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def reject_unknown_keys(config_class: type, values: dict) -> None:

@@ -27,8 +27,8 @@ from .errors import (
     Problem,
     ProblemCallback,
     log_problems,
-    write_text_atomic,
 )
+from .files import atomic_write_text
 
 __all__ = [
     "Utterance",
@@ -413,4 +413,4 @@ def write_manifest(
         if relative_paths:
             record["audio_path"] = _relative_if_inside(utterance.audio_path, base_dir)
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_text_atomic(path, "".join(lines))
+    atomic_write_text(path, "".join(lines))

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import TextError, write_text_atomic
+from .errors import TextError
+from .files import atomic_write_text
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -424,7 +425,7 @@ class Vocabulary:
             "tokens": self.tokens,
         }
         document.update(self.get_config())
-        write_text_atomic(Path(path), json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stenograph.pipeline.features import FeatureConfig
+from stenograph.pipeline.files import atomic_write_text
 
 # "auto": chosen for the machine at the start of training (`hardware.resolve_precision`).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -309,7 +310,7 @@ class ExperimentConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the config as JSON atomically (temporary file, fsync, rename)."""
-        atomic_write_text(Path(path), self.to_json() + "\n")
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExperimentConfig:
@@ -414,33 +415,3 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw
     return key.strip(), value
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` so that readers see the old or the new file, never half.
-
-    Args:
-        path: Destination file.
-        text: UTF-8 content.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(path: Path) -> None:
-    """Flushes a directory entry so a rename inside it survives a power cut."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # Some filesystems do not support fsync on directories.
-    finally:
-        os.close(descriptor)

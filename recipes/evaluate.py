@@ -27,11 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from stenograph.layers import ctc_greedy_decode
-from stenograph.pipeline import dataset as data_lib
+from stenograph.pipeline.errors import ProblemReport
+from stenograph.pipeline.files import atomic_write_text
 from stenograph.pipeline.manifest import Utterance
 from stenograph.pipeline.text import Vocabulary
 
-from .config import atomic_write_text
 from .data import add_allow_outside_root_argument, load_utterances_to_score, make_dataset
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .experiment import load_experiment
@@ -247,7 +247,7 @@ def evaluate(
         tuned_from=exp_dir,
         unk_score_offset=unk_score_offset,
     )
-    drops = data_lib.DropReport()
+    drops = ProblemReport(log=True)
     dataset = make_dataset(utterances, experiment.vocabulary, config, training=False, report=drops)
     references = {u.id: experiment.vocabulary.normalize(u.text) for u in utterances}
     results = [
@@ -266,9 +266,7 @@ def evaluate(
             summary_path(report_path),
         )
     summary = summarize(results, str(manifest), decoder, skipped, str(report_path))
-    reasons = [
-        {"line": p.line, "id": p.item_id, "kind": p.kind, "reason": p.message} for p in bad_lines
-    ] + [{"id": p.item_id, "kind": p.kind, "reason": p.message} for p in drops.problems]
+    reasons = [problem.to_dict() for problem in [*bad_lines, *drops.problems]]
     # Bad manifest lines are listed by line number in `reasons`; ids here are utterances.
     write_report(report_path, results, summary, _missing(utterances, results), reasons)
     return summary
@@ -289,7 +287,7 @@ def write_report(
     """Writes the JSON-lines report and `<report>.summary.json` atomically.
 
     The summary lists the skipped utterance ids and, when given, why each manifest
-    line or utterance was skipped.
+    line or utterance was skipped (records in the `ProblemReport` format).
     """
     lines = [json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in results]
     atomic_write_text(path, "".join(lines))

@@ -33,9 +33,10 @@ import keras
 import numpy as np
 
 from stenograph.pipeline.features import FeatureConfig
+from stenograph.pipeline.files import atomic_write_text, fsync_directory
 from stenograph.pipeline.text import Vocabulary
 
-from .config import ExperimentConfig, atomic_write_text, fsync_directory
+from .config import ExperimentConfig
 from .model import build_model
 
 CONFIG_FILE = "config.json"

@@ -59,10 +59,11 @@ import tensorflow as tf
 
 from stenograph.layers import ctc_beam_search_decode, ctc_greedy_decode
 from stenograph.pipeline.features import AudioFeatures, FeatureConfig
+from stenograph.pipeline.files import fsync_directory
 from stenograph.pipeline.text import Vocabulary
-
 from stenograph.pipeline.wav import decode_wav_tf
-from .config import ExperimentConfig, fsync_directory
+
+from .config import ExperimentConfig
 from .decoding import (
     EXPORT_EXTRA_DIR,
     TUNED_DECODING_FILE,

@@ -31,10 +31,11 @@ from typing import Any
 
 from stenograph.pipeline.audio import AudioDecodeError, audio_info
 from stenograph.pipeline.errors import Problem, ProblemReport
+from stenograph.pipeline.files import atomic_write_text
 from stenograph.pipeline.manifest import Utterance, read_manifest, write_manifest
 from stenograph.pipeline.text import TextNormalizer, Vocabulary
 
-from .config import ExperimentConfig, atomic_write_text, model_preset
+from .config import ExperimentConfig, model_preset
 
 _log = logging.getLogger("stenograph.prepare")
 

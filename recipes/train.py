@@ -44,6 +44,7 @@ from tensorflow.core.framework import summary_pb2
 from stenograph.layers import ctc_greedy_decode, ctc_loss
 from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.features import compute_global_stats
+from stenograph.pipeline.files import atomic_write_text
 from stenograph.pipeline.text import Vocabulary
 
 from . import data_service as data_service_lib
@@ -53,7 +54,6 @@ from .config import (
     PRECISIONS,
     ExperimentConfig,
     TrainConfig,
-    atomic_write_text,
     model_preset,
     parse_override,
 )
