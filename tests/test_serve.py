@@ -25,6 +25,7 @@ import soundfile as sf
 from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).parent))
+import recipe_fixtures as fixtures  # noqa: E402
 from recipe_fixtures import tone_waveform  # noqa: E402
 
 from stenograph.recipes.outputs import parse_srt, parse_vtt  # noqa: E402
@@ -47,15 +48,47 @@ TIMEOUT = 60.0
 # Fixtures shared with test_serve_load.py and test_serve_browser.py
 
 
+def write_shifted_corpus(folder: Path, name: str, copies: int, max_shift: float) -> Path:
+    """Tone clips of 8 phrases, `copies` times each, with 0 to `max_shift` s of lead-in.
+
+    The shifts teach the model that a phrase starting a few milliseconds later is the
+    same phrase: a live stream's segment never starts where the file did.
+    """
+    rng = np.random.default_rng(len(name))
+    lines = []
+    for copy in range(copies):
+        for index, text in enumerate(fixtures.PHRASES[:8]):
+            seed = 100 * copy + index
+            noise = np.random.default_rng(seed)
+            lead, tail = rng.uniform(0, max_shift, 2) if max_shift else (0.0, 0.0)
+            audio = np.concatenate(
+                [
+                    (0.003 * noise.standard_normal(int(lead * RATE))).astype(np.float32),
+                    tone_waveform(text, seed=seed),
+                    (0.003 * noise.standard_normal(int(tail * RATE))).astype(np.float32),
+                ]
+            )
+            path = folder / "audio" / f"{name}-{seed}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, audio, RATE)
+            record = {"id": f"{name}-{seed}", "audio_path": f"audio/{path.name}", "text": text}
+            lines.append(json.dumps({**record, "duration": len(audio) / RATE}))
+    manifest = folder / f"{name}.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
 def trained_model(base: Path) -> Path:
     """A tiny model trained on the tone corpus (cached under `base` for the session)."""
-    from test_train import repeated_manifest, tiny_config
+    from test_train import tiny_config
 
     from stenograph.recipes import train as train_lib
 
     exp = base / "serve-model" / "exp"
     if not (exp / "best.weights.h5").is_file():
-        train, valid = repeated_manifest(base / "serve-model" / "data")
+        data = base / "serve-model" / "data"
+        train = write_shifted_corpus(data, "train", copies=8, max_shift=0.04)
+        valid = write_shifted_corpus(data, "valid", copies=1, max_shift=0.0)
         train_lib.train(tiny_config(train, valid, **{"train.epochs": 3}), exp)
     return exp
 

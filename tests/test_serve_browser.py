@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe_fixtures import tone_waveform  # noqa: E402
-from test_serve import PHRASE, RATE, offline_transcript, start_server, trained_model  # noqa: E402
+from recipe_fixtures import PHRASES, tone_waveform  # noqa: E402
+from test_serve import RATE, offline_transcript, start_server, trained_model  # noqa: E402
 
 from stenograph.recipes.serve.redecode import RedecodeEndpointing  # noqa: E402
 
@@ -25,15 +25,52 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 60
+ENDPOINTING = RedecodeEndpointing(pre_roll_seconds=0.05, post_roll_seconds=0.05)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     model_dir = trained_model(tmp_path_factory.getbasetemp())
-    endpointing = RedecodeEndpointing(pre_roll_seconds=0.05, post_roll_seconds=0.05)
-    server = start_server(model_dir, endpointing=endpointing)
+    server = start_server(model_dir, endpointing=ENDPOINTING)
     yield model_dir, server
     server.stop()
+
+
+def shift_stable_phrase(model_dir: Path, endpointing: RedecodeEndpointing) -> str:
+    """A phrase the live path transcribes like the file, wherever in 10 ms it starts.
+
+    A live segment is cut on the stream's 10 ms grid, not where the file starts; a
+    tiny test model's output can hinge on those milliseconds (a real model's does
+    not). Each phrase is streamed here, without a browser, behind 0-9 ms of extra
+    lead-in through the same `RedecodeStream`; the first whose every transcript equals
+    the file's offline transcript is used.
+    """
+    from stenograph.recipes.decoding import make_decoder
+    from stenograph.recipes.serve.redecode import RedecodeStream
+    from stenograph.recipes.transcribe import load_acoustic_model
+
+    model = load_acoustic_model(str(model_dir))
+    decoder = make_decoder("greedy", model.vocabulary)
+
+    def log_probs_one(samples):
+        log_probs, lengths = model.log_probs(samples[None], np.array([len(samples)]))
+        return log_probs[0, : lengths[0]]  # [T, C]
+
+    for text in PHRASES[:8]:
+        phrase = tone_waveform(text)
+        offline = log_probs_one(phrase)
+        expected = decoder.decode_batch(offline[None], np.array([len(offline)]))[0].text
+        heard = set()
+        for shift_ms in (0, 2, 4, 5, 7, 9):
+            stream = RedecodeStream(
+                log_probs_one, decoder, model.vocabulary, RATE, model.seconds_per_frame, endpointing
+            )
+            lead = np.zeros(RATE // 3 + shift_ms * RATE // 1000, np.float32)
+            stream.feed(np.concatenate([lead, phrase, np.zeros(RATE, np.float32)]))
+            heard.add(stream.finish().text)
+        if heard == {expected} and expected:
+            return text
+    pytest.fail("the test model transcribes every phrase differently at some 0-9 ms shift")
 
 
 def make_browser(fake_audio: Path):
@@ -76,7 +113,9 @@ def text_of(browser, element_id):
 def test_page_transcribes_the_microphone_and_an_upload(served, tmp_path):
     model_dir, server = served
     wav = tmp_path / "speech.wav"
-    sf.write(wav, tone_waveform(PHRASE), RATE, subtype="PCM_16")
+    sf.write(
+        wav, tone_waveform(shift_stable_phrase(model_dir, ENDPOINTING)), RATE, subtype="PCM_16"
+    )
     expected = offline_transcript(model_dir, wav)
     assert expected.text
     browser = make_browser(wav)
