@@ -125,7 +125,15 @@ def summary(index: ShardIndex) -> dict[str, Any]:
 def train_shards(config: ExperimentConfig) -> Shards | None:
     """The training shards when ``data.train_manifest`` names a shard folder, else None."""
     location = config.data.train_manifest
-    return Shards(location) if location and is_shard_index(location) else None
+    if not location or not is_shard_index(location):
+        return None
+    if config.data.max_train_utterances:
+        _log.warning(
+            "data.max_train_utterances=%d limits the utterances counted, not read: training "
+            "from shards reads every shard file",
+            config.data.max_train_utterances,
+        )
+    return Shards(location)
 
 
 def shard_prepared(paths: Any, num_shards: int, force: bool = False) -> ShardIndex:
