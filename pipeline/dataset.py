@@ -279,6 +279,9 @@ def ctc_min_frames(labels: Sequence[int]) -> int:
     """Frames CTC needs for a label sequence: its length plus adjacent repeats.
 
     A repeated character needs a blank between its copies, hence one extra frame each.
+    The rule's home is ``stenograph.layers.ctc_min_frames``; this is its twin because
+    the pipeline may not import the layer package (tests/test_architecture.py enforces
+    that), and tests/test_dataset.py asserts the two agree.
     """
     repeats = sum(1 for a, b in zip(labels, labels[1:], strict=False) if a == b)
     return len(labels) + repeats

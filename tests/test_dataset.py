@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stenograph.pipeline.augment import AugmentConfig, NoiseBank
 from stenograph.pipeline.dataset import (
@@ -353,6 +355,15 @@ def test_a_shared_source_needs_a_cache(corpus, vocabulary):
     source = decoded_source(corpus["good"][:2], vocabulary, FEATURES, eval_config(cache="memory"))
     with pytest.raises(ValueError, match="cache"):
         make_dataset(corpus["good"][:2], vocabulary, FEATURES, eval_config(), source=source)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=4), max_size=40))
+def test_the_pipeline_twin_of_ctc_min_frames_agrees_with_the_layer_package(labels):
+    """The pipeline keeps a twin (it may not import stenograph.layers); they must agree."""
+    from stenograph.layers import ctc_min_frames as layers_ctc_min_frames
+
+    assert ctc_min_frames(labels) == layers_ctc_min_frames(labels)
 
 
 def test_validation_decisions():
