@@ -5,6 +5,9 @@ A manifest line looks like::
     {"id": "84-121123-0000", "audio_path": "84/121123/84-121123-0000.flac",
      "text": "go do you hear", "duration": 1.95, "offset": 0.0, "speaker": "84"}
 
+The audio field may also be named ``audio_filepath`` (NeMo), ``audio`` (Hugging
+Face-style exports) or ``path`` (hand-written manifests); when a line has several,
+the first of ``audio_path``, ``audio_filepath``, ``audio``, ``path`` counts.
 Relative audio paths resolve against the manifest's folder. For safety a path may
 not point outside the corpus root (by default the manifest's folder) unless the
 caller passes ``allow_outside_root=True``. Reading never stops at a bad line: each
@@ -40,8 +43,9 @@ __all__ = [
 ]
 
 _FIELD_ORDER = ("id", "audio_path", "text", "duration", "offset", "speaker")
-# NeMo-style manifests name the audio field differently; accept it when reading.
-_AUDIO_PATH_ALIASES = ("audio_path", "audio_filepath")
+# Other tools name the audio field differently (NeMo: audio_filepath; Hugging
+# Face-style exports: audio; hand-written manifests: path); accept them when reading.
+_AUDIO_PATH_ALIASES = ("audio_path", "audio_filepath", "audio", "path")
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,8 @@ def _field(obj: dict[str, Any], names: tuple[str, ...], kind: type, item_id: str
                     item_id,
                 )
             return value
-    raise _BadLineError("missing_field", f"missing required field {names[0]!r}", item_id)
+    also = f" (or {', '.join(repr(name) for name in names[1:])})" if len(names) > 1 else ""
+    raise _BadLineError("missing_field", f"missing required field {names[0]!r}{also}", item_id)
 
 
 def _optional_speaker(obj: dict[str, Any], item_id: str) -> str | None:

@@ -117,6 +117,29 @@ def test_every_kind_of_bad_line_is_reported_with_line_number_and_skipped(tmp_pat
     assert report.summary().startswith("9 skipped")
 
 
+def test_audio_and_path_are_aliases_of_audio_path(tmp_path):
+    """Hugging Face-style (`audio`) and hand-written (`path`) manifests read unchanged."""
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(
+        _line(id="hf", audio="a.wav", text="hugging face style")
+        + _line(id="hand", path="b.wav", text="hand written")
+        + _line(id="both", audio_path="c.wav", path="ignored.wav", text="first alias wins")
+        + _line(id="neither", file="d.wav", text="no audio field")
+        + _line(id="typed", audio={"path": "e.wav"}, text="not a string")
+    )
+    report = ProblemReport()
+    kept = read_manifest(path, on_problem=report.add)
+    assert {u.id: u.audio_path for u in kept} == {
+        "hf": str(tmp_path / "a.wav"),
+        "hand": str(tmp_path / "b.wav"),
+        "both": str(tmp_path / "c.wav"),
+    }
+    by_id = {p.item_id: p for p in report.problems}
+    assert by_id["neither"].kind == "missing_field"
+    assert "'audio_path' (or 'audio_filepath', 'audio', 'path')" in by_id["neither"].message
+    assert by_id["typed"].kind == "bad_type" and "'audio'" in by_id["typed"].message
+
+
 def test_problem_report_writes_json_lines(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_bytes(b"oops\n" + _line(id="a", audio_path="a.wav", text="x"))
