@@ -200,7 +200,8 @@ class DatasetConfig:
         autotune: tf.data's autotuning (its AUTOTUNE values and the optimisation
             thread behind them). Turn it off for pipelines that are iterated once
             per epoch: dropping an autotuned iterator of a length-bucketed pipeline
-            waited up to ~15 s for that thread (see ``recipes/train.py``).
+            waits for that thread, seconds at each epoch's end (measured in
+            recipes/spoken_commands/RESULTS.md; ``recipes/data.py`` turns it off).
         drop_remainder: Drop incomplete batches.
         seed: Seeds shuffling and augmentation (reproducible runs).
         report_path: JSON-lines file receiving one line per dropped utterance
@@ -211,10 +212,9 @@ class DatasetConfig:
         low_priority: The threads that decode, augment and featurize become
             ``threads.LOW_PRIORITY_NICENESS`` nicer (Linux; elsewhere nothing changes): when
             a CPU-trained model keeps the cores busy they use the cycles it leaves
-            free instead of preempting it (demo training step 76 -> 68 ms on 2
-            cores). Only for machines that do nothing else: any other busy program
-            starves the pipeline and training with it (the same step took 1.1 s
-            next to two busy loops, against 0.16 s at normal priority).
+            free instead of preempting it. Only for machines that do nothing else:
+            any other busy program starves the pipeline and training with it. Both
+            are measured in benchmarks/README.md ("Training threads on a small CPU").
     """
 
     batch_size: int = 32

@@ -144,7 +144,7 @@ def _resample_polyphase_tf(
     half_width = zero_crossings / cutoff  # in input samples
     pad = tf.cast(tf.math.ceil(half_width), tf.int64)
     # With a short input step (48k -> 16k: 3 samples) overlapping frames would copy the
-    # input ~2 * pad / down times. Taking r steps per frame keeps that copy near 2x and
+    # input ~2 * pad / down times. Taking `steps` input steps per frame keeps it near twice and
     # turns a matrix-vector product into a real matmul; the ratio up/down is unchanged.
     steps = tf.maximum(tf.constant(1, tf.int64), (2 * pad + down - 1) // down)
     up, down = up * steps, down * steps
