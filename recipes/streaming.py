@@ -31,6 +31,7 @@ of CTC frames emitted. The Python stream adds the greedy decoder's prefix state
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from .outputs import Transcript, WordTiming
 
 __all__ = [
     "Endpointing",
+    "ExportedStreamingStep",
     "SegmentResult",
     "Stream",
     "StreamClosedError",
@@ -138,6 +140,18 @@ class StreamingStep(tf.Module):
     def num_classes(self) -> int:
         """CTC classes C (blank included)."""
         return int(self.head.num_classes)
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate `step` expects, in Hz."""
+        return self.feature_config.sample_rate
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """Seconds of audio per CTC frame."""
+        from .export import seconds_per_frame  # here: the export imports this module
+
+        return seconds_per_frame(self.feature_config, self.model_config.reduction_factor)
 
     def _state_signature(self) -> dict[str, tf.TensorSpec]:
         config, units = self.feature_config, self.model_config.lstm_units
@@ -306,6 +320,64 @@ def streaming_step_for(model_dir_or_experiment: Any, weights: str = "best") -> S
     return StreamingStep(experiment.model, experiment.feature_config, experiment.config.model)
 
 
+class ExportedStreamingStep:
+    """An exported SavedModel's `stream_init`/`stream_step`/`stream_finish` as a step.
+
+    Offers what `StreamingRecognizer` uses of `StreamingStep` (`initial_state`,
+    `compiled_step`, `compiled_finish`, `sample_rate`, `seconds_per_frame`), with
+    TensorFlow alone running the model.
+
+    Args:
+        folder: A SavedModel written by `stenograph export` from a causal experiment.
+
+    Raises:
+        ValueError: If the export has no stream signatures (a bidirectional model, or
+            exported before streaming existed).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        from stenograph.pipeline.text import Vocabulary
+
+        from .export import EXTRA_DIR, METADATA_FILE, STREAM_SIGNATURES
+
+        folder = Path(folder)
+        self.loaded = tf.saved_model.load(str(folder))
+        missing = [name for name in STREAM_SIGNATURES if name not in self.loaded.signatures]
+        if missing:
+            raise ValueError(
+                f"{folder} has no streaming signatures ({', '.join(missing)} missing): export "
+                "a causal model (model.direction='forward') with this version of stenograph."
+            )
+        extra = folder / EXTRA_DIR
+        metadata = json.loads((extra / METADATA_FILE).read_text(encoding="utf-8"))
+        self.vocabulary = Vocabulary.load(extra / "vocabulary.json")
+        self.sample_rate = int(metadata["sample_rate"])
+        self.seconds_per_frame = float(metadata["seconds_per_frame"])
+        self._init, self._step, self._finish = (
+            self.loaded.signatures[name] for name in STREAM_SIGNATURES
+        )
+        self.state_names = sorted(self._init.structured_outputs)
+
+    def initial_state(self) -> dict[str, tf.Tensor]:
+        """`stream_init()`'s tensors."""
+        return dict(self._init())
+
+    def compiled_step(
+        self, samples: tf.Tensor, state: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """`stream_step(samples, **state)` as `(log_probs [1, t, C], new state)`."""
+        return self._split(self._step(samples=samples, **state))
+
+    def compiled_finish(
+        self, state: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """`stream_finish(**state)` as `(log_probs [1, t, C], final state)`."""
+        return self._split(self._finish(**state))
+
+    def _split(self, outputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        return outputs["log_probs"], {name: outputs[name] for name in self.state_names}
+
+
 # ---------------------------------------------------------------------------
 # The Python API
 
@@ -411,7 +483,7 @@ class StreamingRecognizer:
     """A causal model ready to stream; makes independent `Stream`s.
 
     Args:
-        step: The model's `StreamingStep`.
+        step: The model's `StreamingStep` (or `ExportedStreamingStep`).
         vocabulary: Token list or `Vocabulary` (blank = id 0).
         decoder_options: `decoding.make_decoder` keyword arguments (`kind` included)
             used to rescore each closed segment; greedy (no rescoring) when None.
@@ -425,14 +497,10 @@ class StreamingRecognizer:
         decoder_options: dict[str, Any] | None = None,
         endpointing: Endpointing | None = None,
     ) -> None:
-        from .export import seconds_per_frame  # here: the export imports this module
-
         self.step = step
         self.tokens = list(getattr(vocabulary, "tokens", vocabulary))
-        self.sample_rate = step.feature_config.sample_rate
-        self.seconds_per_frame = seconds_per_frame(
-            step.feature_config, step.model_config.reduction_factor
-        )
+        self.sample_rate = step.sample_rate
+        self.seconds_per_frame = step.seconds_per_frame
         self.endpointing = endpointing or Endpointing()
         # The rule in CTC frames (float, so math.inf disables a rule).
         rule, spf = self.endpointing, self.seconds_per_frame
@@ -451,10 +519,11 @@ class StreamingRecognizer:
         endpointing: Endpointing | None = None,
         weights: str = "best",
     ) -> StreamingRecognizer:
-        """Loads a trained causal experiment folder.
+        """Loads a trained causal experiment folder or its export.
 
         Args:
-            path: An experiment folder written by `stenograph train`.
+            path: An experiment folder written by `stenograph train`, or a SavedModel
+                written from one by `stenograph export` (its `stream_*` signatures).
             decoder_options: `make_decoder` keyword arguments; by default the LM and
                 weights `stenograph lm tune` recorded (greedy when there are none).
                 Unset LM settings are filled from the folder's decoding.json.
@@ -462,17 +531,20 @@ class StreamingRecognizer:
             weights: "best", "last" or a weights file.
 
         Raises:
-            FileNotFoundError: If `path` is not an experiment folder.
+            FileNotFoundError: If `path` is neither an experiment folder nor an export.
             ValueError: If the model is not causal.
         """
         from .experiment import load_experiment
+        from .export import is_saved_model
 
-        experiment = load_experiment(Path(path), weights)
         if decoder_options is None:
             decoder_options = {"kind": "lm" if tuned_lm_available(path) else "greedy"}
         options = with_tuned_defaults(decoder_options, path)
-        step = streaming_step_for(experiment)
-        return cls(step, experiment.vocabulary, options, endpointing)
+        if is_saved_model(path):
+            step = ExportedStreamingStep(path)
+            return cls(step, step.vocabulary, options, endpointing)
+        experiment = load_experiment(Path(path), weights)
+        return cls(streaming_step_for(experiment), experiment.vocabulary, options, endpointing)
 
     def create_stream(self, source: str = "stream") -> Stream:
         """A new stream with its own state (streams never share state).

@@ -18,6 +18,7 @@ import tensorflow as tf
 from stenograph.layers import ctc_greedy_decode
 from stenograph.pipeline.audio import load_audio, resample
 from stenograph.pipeline.features import AudioFeatures
+from stenograph.recipes import export as export_lib
 from stenograph.recipes import train as train_lib
 from stenograph.recipes.config import ExperimentConfig, model_preset
 from stenograph.recipes.decoding import GreedyDecoder, greedy_path, make_decoder
@@ -398,3 +399,27 @@ def test_a_bidirectional_model_does_not_stream():
     model = build_model(config, ExperimentConfig().features, num_classes=5)
     with pytest.raises(ValueError, match="causal model"):
         StreamingStep(model, ExperimentConfig().features, config)
+
+
+@pytest.mark.slow
+def test_load_an_export_streams_like_the_experiment(trained, tmp_path):
+    """The SavedModel's stream signatures (TensorFlow alone) give the experiment's text."""
+    experiment, recognizer = trained
+    export_lib.export_experiment(experiment.exp_dir, tmp_path / "export")
+    exported = StreamingRecognizer.load(tmp_path / "export")
+    assert exported.seconds_per_frame == pytest.approx(recognizer.seconds_per_frame)
+    first = tone_waveform("bad cafe", seed=1020)
+    waveform = np.concatenate([first, pause(1.0, seed=20), phrase_waveform(21)])
+    results = []
+    for candidate in (recognizer, exported):
+        stream = candidate.create_stream()
+        for begin, end in random_chunks(len(waveform), seed=20):
+            stream.feed(waveform[begin:end])
+        results.append((stream.finish(), stream.segments))
+    (expected, expected_segments), (got, got_segments) = results
+    assert got.text == expected.text and got.text
+    assert [s.text for s in got_segments] == [s.text for s in expected_segments]
+    # The export keeps seconds per frame as float32: times agree to its precision.
+    assert [w.word for w in got.words] == [w.word for w in expected.words]
+    times = [(w.start, w.end) for w in got.words]
+    np.testing.assert_allclose(times, [(w.start, w.end) for w in expected.words], atol=1e-6)
