@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import queue
 import sys
 import threading
@@ -35,6 +34,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
+
+from stenograph.pipeline.files import atomic_write_text
 
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
 from .longform import AudioWindow, WindowConfig, iter_file_windows, select_words
@@ -672,11 +673,8 @@ class OutputWriter:
         assert self.output_dir is not None
         for output_format in self.formats:
             target = self.output_dir / (self._names[index] + FILE_SUFFIXES[output_format])
-            target.parent.mkdir(parents=True, exist_ok=True)
             text = format_transcript(transcript, output_format).rstrip("\n") + "\n"
-            temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, target)
+            atomic_write_text(target, text)
 
 
 def _output_names(sources: Sequence[AudioSource]) -> list[str]:
