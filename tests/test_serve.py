@@ -556,8 +556,13 @@ def test_malformed_stream_messages_get_an_error_naming_the_problem(server, first
 def test_stream_header_key_is_checked_at_the_handshake(server):
     from websockets.exceptions import InvalidStatus
 
-    with pytest.raises(InvalidStatus):
-        open_stream(server, headers={"Authorization": "Bearer wrong"})
+    with (
+        pytest.raises(InvalidStatus) as refused,
+        open_stream(server, headers={"Authorization": "Bearer wrong"}),
+    ):
+        pass
+    assert refused.value.response.status_code == 401
+    assert b"API key" in refused.value.response.body
     with open_stream(
         server, {"sample_rate": 8000}, headers={"Authorization": f"Bearer {API_KEY}"}
     ) as ws:

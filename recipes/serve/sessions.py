@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import numpy as np
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "float32": np.dtype("<f4")}
@@ -202,8 +203,7 @@ class StreamSession:
         """Serves the session; never raises for client misbehaviour or disconnects."""
         header_ok = self._header_key_ok()
         if header_ok is False:
-            self.close_code = CLOSE_POLICY
-            await self.websocket.close(CLOSE_POLICY, "wrong API key")
+            await self._deny("missing or wrong API key: send 'Authorization: Bearer <key>'")
             return
         await self.websocket.accept()
         if not self.registry.try_open():
@@ -233,6 +233,16 @@ class StreamSession:
                 processor.cancel()
             self._pending.clear()
             self.registry.close()
+
+    async def _deny(self, message: str) -> None:
+        """Refuses the handshake: HTTP 401 with a JSON error where the server can send one."""
+        self.close_code = 401
+        if "websocket.http.response" in self.websocket.scope.get("extensions", {}):
+            body = {"error": {"message": message, "type": "authentication_error"}}
+            await self.websocket.send_denial_response(JSONResponse(body, status_code=401))
+        else:
+            self.close_code = CLOSE_POLICY
+            await self.websocket.close(CLOSE_POLICY, message[:120])
 
     def _header_key_ok(self) -> bool | None:
         """True/False when an Authorization header was sent and is right/wrong; None if absent."""
