@@ -2,15 +2,17 @@
 
 Two levels:
 
-- `StreamingStep` (TensorFlow alone, exportable): one chunk of 16 kHz samples and the
-  carried state in, the new CTC log-probabilities and the new state out. It runs the
+- `StreamingStep` (TensorFlow alone, exportable): one chunk of samples at the model's
+  rate and the carried state in, the new CTC log-probabilities and the new state out. It runs the
   model's own layers (normaliser, frame stacking, forward LSTMs, lookahead, CTC head)
   and computes features with `pipeline.features.compute_features`, so streaming and
   the offline pass share their code and differ only in where the audio is cut.
 - `StreamingRecognizer` / `Stream` (Python): feed chunks of any size, rate and
   sample type, read the partial text at any time, finish for a `Transcript` with word
   times; an `Endpointing` rule closes segments (rescored with the model's tuned LM
-  when it has one) without losing audio.
+  when it has one) without losing audio. `StreamingRecognizer.load` takes an
+  experiment folder or its export (`ExportedStreamingStep`: the SavedModel's
+  `stream_init`/`stream_step`/`stream_finish` signatures).
 
     recognizer = StreamingRecognizer.load("exp/demo-streaming")
     stream = recognizer.create_stream()
@@ -26,6 +28,11 @@ the last raw sample (pre-emphasis), feature frames waiting to fill a stack,
 each LSTM layer's h and c, LSTM outputs waiting for their lookahead, and the number
 of CTC frames emitted. The Python stream adds the greedy decoder's prefix state
 (the last frame's best token) and the open segment's alignment.
+
+A CTC frame comes out once its last feature frame's window and its lookahead have
+arrived: `recipes.model.algorithmic_latency_seconds` (92.5 ms for the "streaming"
+preset: 60 ms lookahead, 20 ms for the rest of the stack, 12.5 ms half window),
+plus however long a chunk is.
 """
 
 from __future__ import annotations
@@ -666,9 +673,9 @@ class Stream:
     def _run(self, chunk: np.ndarray) -> list[SegmentResult]:
         if chunk.size == 0:
             return []
-        self._samples += chunk.size
         samples = tf.constant(chunk[None, :], tf.float32)  # [1, n]
         log_probs, self._state = self.recognizer.step.compiled_step(samples, self._state)
+        self._samples += chunk.size
         return self._consume(log_probs.numpy()[0])
 
     # -- decoding ------------------------------------------------------------

@@ -1096,7 +1096,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="experiment folder (created, or resumed if it has checkpoints)",
     )
     parser.add_argument("--config", help="experiment config JSON (e.g. from `stenograph prepare`)")
-    parser.add_argument("--preset", help="model preset: tiny, small, medium, deepspeech2")
+    parser.add_argument(
+        "--preset", help="model preset: tiny, small, medium, deepspeech2, streaming (causal)"
+    )
     parser.add_argument("--train-manifest", help="training manifest (JSON lines)")
     parser.add_argument("--valid-manifest", help="validation manifest (JSON lines)")
     parser.add_argument("--vocabulary", help="vocabulary.json (default: from the training text)")
