@@ -434,10 +434,10 @@ def print_lag_table(rows: list[ChunkTimes], latency: float, spf: float) -> None:
         )
         print(
             f"| {row.chunk_ms} ms "
-            f"| {np.median(lag) * 1000:.0f} / {percentile(lag, 95) * 1000:.0f} / "
-            f"{lag.max() * 1000:.0f} | {max(backlog, 0) * 1000:.0f} "
-            f"| {np.median(offline_lag) * 1000:.0f} / {percentile(offline_lag, 95) * 1000:.0f} / "
-            f"{offline_lag.max() * 1000:.0f} | {max(offline_backlog, 0) * 1000:.0f} |"
+            f"| {np.median(lag) * 1000:,.0f} / {percentile(lag, 95) * 1000:,.0f} / "
+            f"{lag.max() * 1000:,.0f} | {max(backlog, 0) * 1000:,.0f} "
+            f"| {np.median(offline_lag) * 1000:,.0f} / {percentile(offline_lag, 95) * 1000:,.0f} / "
+            f"{offline_lag.max() * 1000:,.0f} | {max(offline_backlog, 0) * 1000:,.0f} |"
         )
 
 
@@ -533,10 +533,11 @@ def main(argv: list[str] | None = None) -> None:
 
     cores = len(os.sched_getaffinity(0))
     largest = max(cpu_per_chunk)
-    projected = cores * CONCURRENCY_CHUNK_MS / cpu_per_chunk[largest]
+    one_core = CONCURRENCY_CHUNK_MS / cpu_per_chunk[largest]
     print(
-        f"Projection for {cores} idle cores from the CPU time at {largest} streams "
-        f"(not a measurement): ~{projected:.0f} streams."
+        f"Projection from the CPU time at {largest} streams (not a measurement): "
+        f"~{one_core:.0f} streams if the feeding serialises on one core (the GIL), "
+        f"~{cores * one_core:.0f} if it spreads over all {cores} idle cores."
     )
     print(
         f"\nDone in {time.perf_counter() - began:.0f} s; machine at the end: {machine_line()}",
