@@ -45,7 +45,7 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_AUDIO = REPO / "recipes" / "commands" / "data" / "audio"
+DEMO_AUDIO = REPO / "recipes" / "spoken_commands" / "data" / "audio"
 
 REFERENCE_SCRIPT = """
 import sys, time
