@@ -655,3 +655,33 @@ def test_a_causal_model_streams_through_the_streaming_recognizer(tmp_path):
     assert [w["word"] for w in done["words"]] == [w.word for w in expected.words]
     finals = " ".join(m["text"] for m in messages if m["type"] == "final")
     assert " ".join(finals.split()) == expected.text
+
+
+def test_a_full_queue_answers_503_with_retry_after(server, phrase_wav):
+    path, _ = phrase_wav
+    state = server.state
+    state.in_flight += state.service.settings.max_queue  # as if that many were running
+    try:
+        busy = post_file(server, path.read_bytes())
+    finally:
+        state.in_flight -= state.service.settings.max_queue
+    assert_error(busy, 503, "server busy")
+    assert busy.headers["Retry-After"] == "1"
+    assert post_file(server, path.read_bytes()).status_code == 200
+    with client(server) as http:
+        assert "stenograph_rejected_total 1.0" in http.get("/metrics").text
+
+
+def test_not_ready_until_the_model_is_loaded(tmp_path):
+    from starlette.testclient import TestClient
+
+    from stenograph.recipes.serve.app import create_app
+    from stenograph.recipes.serve.service import ServeSettings, SpeechService
+
+    service = SpeechService(ServeSettings(model=str(tmp_path / "not-loaded")))
+    http = TestClient(create_app(service, load_in_background=False))
+    health = http.get("/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    assert health.headers["Retry-After"] == "5"
+    loading = http.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")})
+    assert_error(loading, 503, "still loading")
