@@ -233,6 +233,18 @@ def test_bad_chunks_are_refused_and_leave_the_stream_intact(trained):
         stream.finish()
 
 
+def test_an_empty_step_changes_no_state(trained):
+    step = trained[1].step
+    samples = tf.constant(phrase_waveform(30)[None, :5000])  # [1, n]
+    _, state = step.compiled_step(samples, step.initial_state())
+    log_probs, after = step.compiled_step(tf.zeros([1, 0]), state)
+    assert log_probs.shape == (1, 0, step.num_classes)
+    assert set(after) == set(state) == set(step.state_signature)
+    for name, value in state.items():
+        np.testing.assert_array_equal(after[name].numpy(), value.numpy(), err_msg=name)
+    assert int(state["output_frames"]) > 0 and int(state["stack_frame_count"]) < 3
+
+
 def test_an_empty_stream_finishes_like_an_empty_file(trained):
     experiment, recognizer = trained
     reference = offline_log_probs(experiment, np.zeros(0, np.float32))
