@@ -451,9 +451,10 @@ def checked_chunk(samples: Any) -> np.ndarray:
             "Audio chunks must be int16, float32 or float64 samples. "
             f"Received: dtype={array.dtype}"
         )
-    if array.ndim not in (1, 2):
+    if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise ValueError(
-            f"Audio chunks must be [samples] or [samples, channels]. Received: shape={array.shape}"
+            "Audio chunks must be [samples] or [samples, channels] with at least one channel. "
+            f"Received: shape={array.shape}"
         )
     if array.dtype == np.int16:
         array = array.astype(np.float32) / 32768.0
@@ -649,7 +650,8 @@ class Stream:
             )
 
     def _checked_rate(self, sample_rate: int | None) -> int:
-        rate = int(sample_rate or self._input_rate or self.recognizer.sample_rate)
+        default = self._input_rate or self.recognizer.sample_rate
+        rate = int(default if sample_rate is None else sample_rate)
         if rate <= 0:
             raise ValueError(f"sample_rate must be > 0. Received: sample_rate={sample_rate}")
         if self._input_rate is not None and rate != self._input_rate:

@@ -218,12 +218,15 @@ def test_bad_chunks_are_refused_and_leave_the_stream_intact(trained):
         (np.array(["a", "b"]), "int16, float32 or float64"),
         (np.zeros((2, 2, 2), np.float32), "shape=\\(2, 2, 2\\)"),
         (np.float32(0.5), "shape=\\(\\)"),
+        (np.zeros((4, 0), np.float32), "at least one channel"),
     ]
     for chunk, message in bad:
         with pytest.raises(ValueError, match=message):
             stream.feed(chunk)
     with pytest.raises(ValueError, match="one sample rate"):
         stream.feed(waveform[half : half + 10], sample_rate=8000)
+    with pytest.raises(ValueError, match="sample_rate must be > 0"):
+        stream.feed(waveform[half : half + 10], sample_rate=0)
     stream.feed(waveform[half:])
     assert stream.finish().text == reference.text
     assert stream.finished
