@@ -629,19 +629,12 @@ def forward_experiment(folder: Path) -> Path:
     return folder
 
 
-def test_a_causal_model_streams_through_the_streaming_recognizer(tmp_path):
-    from stenograph.recipes.streaming import StreamingRecognizer
-
-    exp = forward_experiment(tmp_path / "forward")
-    audio = np.concatenate([tone_waveform("cage bed head bag ace"), np.zeros(RATE, np.float32)])
-    reference = StreamingRecognizer.load(exp).create_stream()
-    reference.feed(audio)
-    expected = reference.finish()
-    assert expected.text, "the random model should emit some characters"
-    running = start_server(exp)
+def stream_through_server(model: Path, audio: np.ndarray) -> tuple[str, list[dict]]:
+    """Serves `model`, streams `audio` (float32, 200 ms frames); returns (mode, messages)."""
+    running = start_server(model)
     try:
         with open_stream(running, {"sample_rate": RATE, "encoding": "float32"}) as ws:
-            assert receive(ws)["mode"] == "streaming"
+            mode = receive(ws)["mode"]
             for start in range(0, len(audio), 3200):
                 ws.send(audio[start : start + 3200].tobytes())
             ws.send("end")
@@ -650,11 +643,41 @@ def test_a_causal_model_streams_through_the_streaming_recognizer(tmp_path):
                 messages.append(receive(ws))
     finally:
         running.stop()
+    return mode, messages
+
+
+def causal_reference(exp: Path, audio: np.ndarray):
+    from stenograph.recipes.streaming import StreamingRecognizer
+
+    reference = StreamingRecognizer.load(exp).create_stream()
+    reference.feed(audio)
+    expected = reference.finish()
+    assert expected.text, "the random model should emit some characters"
+    return expected
+
+
+def test_a_causal_model_streams_through_the_streaming_recognizer(tmp_path):
+    exp = forward_experiment(tmp_path / "forward")
+    audio = np.concatenate([tone_waveform("cage bed head bag ace"), np.zeros(RATE, np.float32)])
+    expected = causal_reference(exp, audio)
+    mode, messages = stream_through_server(exp, audio)
+    assert mode == "streaming"
     done = messages[-1]
     assert done["text"] == expected.text
     assert [w["word"] for w in done["words"]] == [w.word for w in expected.words]
     finals = " ".join(m["text"] for m in messages if m["type"] == "final")
     assert " ".join(finals.split()) == expected.text
+
+
+@pytest.mark.slow
+def test_an_exported_causal_model_streams_too(tmp_path):
+    from stenograph.recipes.export import export_experiment
+
+    exp = forward_experiment(tmp_path / "forward")
+    export = export_experiment(exp, tmp_path / "export").saved_model
+    audio = tone_waveform("cage bed head bag ace")
+    mode, messages = stream_through_server(export, audio)
+    assert mode == "streaming" and messages[-1]["text"] == causal_reference(exp, audio).text
 
 
 def test_a_full_queue_answers_503_with_retry_after(server, phrase_wav):

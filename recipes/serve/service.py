@@ -184,19 +184,22 @@ class SpeechService:
         self._ready.set()
 
     def _causal_recognizer(self, options: dict[str, Any]) -> Any:
-        """`recipes.streaming`'s recognizer for a causal experiment, else None (re-decode).
+        """`recipes.streaming`'s recognizer for a causal model, else None (re-decode).
 
-        Only experiment folders are streamed this way: a SavedModel export keeps no
-        streaming step for Python (`stenograph export` writes its own streaming
-        signatures), so an exported model is served by re-decoding.
+        Causal: an experiment whose config says `is_causal`, or an export that carries
+        the stream signatures `stenograph export` writes for such a model.
         """
-        folder = Path(self.settings.model)
-        if not (folder / "config.json").is_file():
-            return None
         from ..config import ExperimentConfig
+        from ..export import STREAM_SIGNATURES, is_saved_model
         from ..model import is_causal
 
-        if not is_causal(ExperimentConfig.load(folder / "config.json").model):
+        folder = Path(self.settings.model)
+        if is_saved_model(folder):
+            signatures = getattr(getattr(self._loaded().model, "loaded", None), "signatures", {})
+            causal = all(name in signatures for name in STREAM_SIGNATURES)
+        else:
+            causal = is_causal(ExperimentConfig.load(folder / "config.json").model)
+        if not causal:
             return None
         from ..streaming import StreamingRecognizer
 
