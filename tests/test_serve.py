@@ -491,6 +491,16 @@ def receive(socket_, timeout=TIMEOUT) -> dict:
     return json.loads(socket_.recv(timeout=timeout))
 
 
+def receive_until(socket_, types: set[str], limit: int = 1000) -> list[dict]:
+    """Messages up to and including the first of one of `types` (at most `limit`)."""
+    messages = []
+    for _ in range(limit):
+        messages.append(receive(socket_))
+        if messages[-1]["type"] in types | {"error"}:
+            return messages
+    raise AssertionError(f"no {types} message in {limit}: {messages[-3:]}")
+
+
 def test_stream_sends_partials_then_finals_with_word_times(server, phrase_wav):
     _, offline = phrase_wav
     audio = (tone_waveform(PHRASE) * 32767).astype("<i2")
@@ -510,17 +520,12 @@ def test_stream_sends_partials_then_finals_with_word_times(server, phrase_wav):
         partial = receive(ws)
         assert partial["type"] == "partial" and partial["text"]
         ws.send(silence.tobytes())
-        messages = [receive(ws)]
-        while messages[-1]["type"] == "partial":
-            messages.append(receive(ws))
-        final = messages[-1]
+        final = receive_until(ws, {"final"})[-1]
         assert final["type"] == "final" and final["text"] == offline.text
         times = [t for w in final["words"] for t in (w["start"], w["end"])]
         assert times == sorted(times) and final["start"] <= times[0] and times[-1] <= final["end"]
         ws.send(json.dumps({"type": "stop"}))
-        done = receive(ws)
-        while done["type"] != "done":
-            done = receive(ws)
+        done = receive_until(ws, {"done"})[-1]
         assert done["text"] == offline.text
         assert done["duration"] == pytest.approx((len(audio) + len(silence)) / RATE, abs=0.02)
 
@@ -638,9 +643,7 @@ def stream_through_server(model: Path, audio: np.ndarray) -> tuple[str, list[dic
             for start in range(0, len(audio), 3200):
                 ws.send(audio[start : start + 3200].tobytes())
             ws.send("end")
-            messages = [receive(ws)]
-            while messages[-1]["type"] != "done":
-                messages.append(receive(ws))
+            messages = receive_until(ws, {"done"})
     finally:
         running.stop()
     return mode, messages
