@@ -13,9 +13,10 @@ cut at its quietest frame.
 
 Cost: each update re-runs the model on the whole open segment, so one live stream
 costs about `mean open-segment length / update_seconds` seconds of model audio per
-second of speech (about 5x for 2-second phrases at the default 0.4 s), plus one more
-pass over each closed segment, against 1x for a causal model streamed with
-`recipes.streaming`. The class follows the `Stream` protocol of `recipes.streaming`
+second of speech for the partials (3x for 2-second phrases at the default 0.4 s:
+passes over 0.4, 0.8, ..., 2.0 s), plus one pass over each closed segment for the
+final (4x in all; silence costs nothing), against 1x for a causal model streamed
+with `recipes.streaming`. The class follows the `Stream` protocol of `recipes.streaming`
 (`feed`, `partial`, `finish`, `finished`).
 """
 
