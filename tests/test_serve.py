@@ -296,6 +296,72 @@ def test_stream_frames_must_be_whole_finite_samples():
         decode_frame(np.array([0.0, np.nan], "<f4").tobytes(), "float32")
 
 
+class CountingModel:
+    """Stands in for the model: one all-blank frame per 30 ms; counts the audio it ran."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, samples):
+        self.seconds += len(samples) / RATE
+        log_probs = np.full((len(samples) // 480, 29), -20.0, np.float32)  # [T, C]
+        log_probs[:, 0] = 0.0
+        return log_probs
+
+
+def counting_stream():
+    from stenograph.pipeline.text import Vocabulary
+    from stenograph.recipes.decoding import make_decoder
+    from stenograph.recipes.serve.redecode import RedecodeStream
+
+    vocabulary = Vocabulary.from_alphabet(" 'abcdefghijklmnopqrstuvwxyz")
+    model = CountingModel()
+    stream = RedecodeStream(model, make_decoder("greedy", vocabulary), vocabulary, RATE, 0.03)
+    return stream, model
+
+
+def test_redecode_stream_stays_bounded_and_closes_at_pauses():
+    from stenograph.recipes.serve.redecode import StreamClosedError
+
+    stream, model = counting_stream()
+    noise = np.random.default_rng(0)
+    silence = (0.001 * noise.standard_normal(RATE)).astype(np.float32)  # -60 dBFS
+    speech = (0.3 * noise.standard_normal(RATE)).astype(np.float32)  # -10 dBFS
+    for _ in range(30):  # 30 s of silence: dropped but for the pre-roll, never decoded
+        assert stream.feed(silence) == []
+    assert stream.buffered_seconds <= 0.16 and model.seconds == 0.0
+    closed = []
+    for _ in range(2):  # 2 s of "speech", then a pause: one segment closes
+        closed += stream.feed(speech[:8000]) + stream.feed(speech[8000:])
+    closed += stream.feed(silence)
+    assert len(closed) == 1 and closed[0].start == pytest.approx(30 - 0.15, abs=0.011)
+    assert closed[0].end == pytest.approx(32 + 0.15, abs=0.011)
+    # Partials every 0.4 s over the open segment, plus one final pass: about 4x.
+    assert 3.0 < model.seconds / 2.0 < 5.0
+    for _ in range(20):  # 20 s without a pause: cut at 15 s at most
+        closed += stream.feed(speech)
+        assert stream.buffered_seconds <= 15.0
+    assert len(closed) >= 2
+    before = stream.buffered_seconds
+    with pytest.raises(ValueError, match="NaN"):
+        stream.feed(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match="int16 or float32"):
+        stream.feed(np.zeros(10, np.int32))
+    assert stream.buffered_seconds == before  # refused chunks leave the state as it was
+    transcript = stream.finish()
+    assert transcript.duration == pytest.approx(30 + 2 + 1 + 20, abs=0.01)
+    with pytest.raises(StreamClosedError):
+        stream.feed(silence)
+
+
+def test_redecode_stream_resamples_other_rates():
+    stream, _ = counting_stream()
+    stream.feed((0.001 * np.ones(48000)).astype(np.float32), sample_rate=48000)
+    with pytest.raises(ValueError, match="one sample rate"):
+        stream.feed(np.zeros(480, np.float32), sample_rate=44100)
+    assert stream.finish().duration == pytest.approx(1.0, abs=0.01)
+
+
 # ---------------------------------------------------------------------------
 # The API on a trained model
 
