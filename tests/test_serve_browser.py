@@ -172,3 +172,30 @@ def check_screenshot(path: Path) -> None:
     assert pixels.shape[0] > 500 and pixels.shape[1] > 500
     assert float(np.std(pixels)) > 0.05, "the screenshot is nearly uniform"
     assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+def test_page_sends_the_api_key_the_user_types(served, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    model_dir, _ = served
+    server = start_server(model_dir, api_key="s3cret", endpointing=ENDPOINTING)
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, tone_waveform(PHRASES[0]), RATE, subtype="PCM_16")
+    browser = make_browser(wav)
+    try:
+        browser.get(server.url + "/")
+        wait_for(browser, lambda b: b.find_element("id", "mic").is_enabled(), "page not ready")
+        assert browser.find_element("id", "api-key").is_displayed()
+        browser.find_element("id", "file").send_keys(str(wav))  # no key yet: refused
+        wait_for(browser, lambda b: b.find_element("id", "file-error").is_displayed(), "no error")
+        assert "API key" in text_of(browser, "file-error")
+        browser.find_element("id", "api-key").send_keys("s3cret", Keys.TAB)
+        browser.find_element("id", "file").send_keys(str(wav))
+        wait_for(browser, lambda b: text_of(b, "file-text"), "no transcript with the key")
+        assert not browser.find_element("id", "file-error").is_displayed()
+        browser.find_element("id", "mic").click()  # the stream sends the key in its config
+        wait_for(browser, lambda b: text_of(b, "live-final"), "no final text with the key")
+        assert not browser.find_element("id", "live-error").is_displayed()
+    finally:
+        browser.quit()
+        server.stop()

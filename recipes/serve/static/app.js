@@ -251,7 +251,11 @@ async function download(format) {
   }
 }
 
-$("file").addEventListener("change", (event) => onFile(event.target.files[0]));
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  event.target.value = ""; // so choosing the same file again (e.g. after an error) retries
+  onFile(file);
+});
 $("download-srt").addEventListener("click", () => download("srt"));
 $("download-vtt").addEventListener("click", () => download("vtt"));
 const drop = $("drop");
