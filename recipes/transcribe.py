@@ -11,7 +11,10 @@ The model is an experiment folder (`load_experiment`) or a SavedModel written by
 `stenograph export`. Every input is streamed in overlapping windows (`longform`), so
 memory does not grow with a file's length; windows of all files are batched, shortest
 files first, so padding stays small. A file that cannot be read is reported on stderr
-(file and reason) and skipped; the exit code is 1 when any file failed.
+(file and reason) and skipped; the exit code is 1 when any file failed. Skipped inputs
+also go to a JSON-lines report (`pipeline.errors.ProblemReport`'s format: `id`, `kind`,
+`reason`, `source`, `line`): `<output-dir>/transcribe_report.jsonl`, or the file given
+with `--report`; it is written (empty when nothing failed) whenever one of them is given.
 
 With `--stream` (a causal model: `--preset streaming`, or `stenograph demo --streaming`)
 each file goes through a `recipes.streaming` stream chunk by chunk, the open segment's
@@ -35,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
+from stenograph.pipeline.errors import Problem, ProblemReport
 from stenograph.pipeline.files import atomic_write_text
 
 from .decoding import DEFAULT_UNK_SCORE_OFFSET
@@ -76,21 +80,19 @@ class AudioSource:
     output_name: str = ""
 
 
-@dataclass(frozen=True)
-class Failure:
-    """An input that could not be transcribed, and why."""
-
-    name: str
-    reason: str
+REPORT_FILE = "transcribe_report.jsonl"
 
 
 def discover_sources(
     inputs: Sequence[str], manifest: str | None = None, allow_outside_root: bool = False
-) -> tuple[list[AudioSource], list[Failure]]:
+) -> tuple[list[AudioSource], list[Problem]]:
     """Expands files, folders (recursively) and a manifest into audio sources.
 
     Folders contribute files with a known audio suffix, in sorted order; a file named
-    explicitly is used whatever its suffix. Paths that do not exist are failures.
+    explicitly is used whatever its suffix. Paths that do not exist are problems
+    (``missing_audio``), as are folders without audio (``no_audio_files``), manifest
+    lines `read_manifest` skips (their own kinds) and an unreadable manifest
+    (``unreadable_manifest``).
 
     Args:
         inputs: Files and folders.
@@ -98,24 +100,25 @@ def discover_sources(
         allow_outside_root: Accept manifest audio paths outside the manifest's folder.
 
     Returns:
-        `(sources, failures)`.
+        `(sources, problems)`.
     """
     sources: list[AudioSource] = []
-    failures: list[Failure] = []
+    problems: list[Problem] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if _is_audio_file(p))
             if not found:
-                failures.append(Failure(item, "folder holds no audio files"))
+                reason = "folder holds no audio files"
+                problems.append(Problem(item, None, "no_audio_files", reason))
             sources += [AudioSource(str(p), str(p.relative_to(path))) for p in found]
         elif path.is_file():
             sources.append(AudioSource(str(path), item, output_name=path.name))
         else:
-            failures.append(Failure(item, "no such file or folder"))
+            problems.append(Problem(item, None, "missing_audio", "no such file or folder", item))
     if manifest:
-        sources += _manifest_sources(manifest, failures, allow_outside_root)
-    return sources, failures
+        sources += _manifest_sources(manifest, problems, allow_outside_root)
+    return sources, problems
 
 
 def _is_audio_file(path: Path) -> bool:
@@ -123,19 +126,16 @@ def _is_audio_file(path: Path) -> bool:
 
 
 def _manifest_sources(
-    manifest: str, failures: list[Failure], allow_outside_root: bool
+    manifest: str, problems: list[Problem], allow_outside_root: bool
 ) -> list[AudioSource]:
     from stenograph.pipeline.manifest import read_manifest
 
-    def record(problem: Any) -> None:
-        failures.append(Failure(problem.label, problem.message))
-
     try:
         utterances = read_manifest(
-            manifest, on_problem=record, allow_outside_root=allow_outside_root
+            manifest, on_problem=problems.append, allow_outside_root=allow_outside_root
         )
     except (OSError, ValueError) as error:
-        failures.append(Failure(manifest, str(error)))
+        problems.append(Problem(manifest, None, "unreadable_manifest", str(error)))
         return []
     return [
         AudioSource(u.audio_path, u.id, u.offset, u.duration, u.text or None) for u in utterances
@@ -242,6 +242,12 @@ def _describe(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def input_problem(source: AudioSource, reason: str) -> Problem:
+    """The `Problem` for a source that failed: ``missing_audio`` or ``unreadable_audio``."""
+    kind = "unreadable_audio" if Path(source.path).is_file() else "missing_audio"
+    return Problem(source.path, None, kind, reason, source.name)
+
+
 def _prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
     """Runs `items` in a background thread, `size` ahead, so decoding overlaps the model."""
     buffer: queue.Queue[Any] = queue.Queue(maxsize=size)
@@ -306,7 +312,7 @@ class TranscriptionReport:
     """What a run did: how many inputs succeeded and which failed."""
 
     transcribed: int = 0
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[Problem] = field(default_factory=list)
     audio_seconds: float = 0.0
 
 
@@ -315,7 +321,7 @@ def transcribe_sources(
     model: AcousticModel,
     decoder: Decoder,
     on_transcript: Callable[[int, Transcript], None],
-    on_failure: Callable[[int, Failure], None],
+    on_failure: Callable[[int, Problem], None],
     window_config: WindowConfig | None = None,
     batch_size: int = 16,
     progress: bool = False,
@@ -327,7 +333,8 @@ def transcribe_sources(
         model: The acoustic model.
         decoder: A `recipes.decoding` decoder.
         on_transcript: Called with `(source index, transcript)` as each source completes.
-        on_failure: Called with `(source index, failure)` for a source that failed.
+        on_failure: Called with `(source index, problem)` for a source that failed
+            (`input_problem`: the item id is the source's name).
         window_config: How long audio is cut (20 s windows, 2 s overlap by default).
         batch_size: Windows per model call.
         progress: Show a tqdm bar (seconds of audio) on stderr.
@@ -346,9 +353,9 @@ def transcribe_sources(
     def fail(index: int, reason: str) -> None:
         states.pop(index, None)
         failed.add(index)
-        failure = Failure(sources[index].name, reason)
-        report.failures.append(failure)
-        on_failure(index, failure)
+        problem = input_problem(sources[index], reason)
+        report.failures.append(problem)
+        on_failure(index, problem)
 
     tagged = _prefetch(_tagged_windows(sources, order, config), size=2 * batch_size)
     for batch in _batches(tagged, batch_size):
@@ -526,12 +533,14 @@ def run_stream(
     args: argparse.Namespace,
     sources: Sequence[AudioSource],
     formats: list[str],
-    failures: Sequence[Failure] = (),
+    problems: ProblemReport | None = None,
 ) -> int:
     """`--stream`: every source through its own stream; outputs as without `--stream`.
 
-    `failures` are inputs discovery already reported (counted in the summary).
+    `problems` holds what discovery already reported (counted in the summary); failed
+    inputs are added to it.
     """
+    problems = problems if problems is not None else ProblemReport()
     recognizer = load_recognizer(args)
     writer = OutputWriter(sources, formats, args.output_dir)
     partials = PartialPrinter()
@@ -540,15 +549,15 @@ def run_stream(
         try:
             transcript = stream_source(recognizer, source, args.chunk_ms, partials)
         except Exception as error:  # noqa: BLE001 - a failing input skips only that input
-            failure = Failure(source.name, _describe(error))
-            report.failures.append(failure)
-            _report_failure(failure)
+            problem = input_problem(source, _describe(error))
+            report.failures.append(problem)
+            _report_problem(problem, problems)
             writer.add(index, None)
             continue
         report.transcribed += 1
         report.audio_seconds += transcript.duration
         writer.add(index, transcript)
-    return _summarize(report, failures)
+    return _summarize(report, problems)
 
 
 def input_device_library() -> Any:
@@ -732,6 +741,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output-dir", help="write one file per input and format here")
     parser.add_argument(
+        "--report",
+        help="write the skipped inputs here as JSON lines (id, kind, reason, source, line); "
+        f"default with --output-dir: <output-dir>/{REPORT_FILE}; written, empty when "
+        "nothing failed, whenever either is given, else skipped inputs are only on stderr",
+    )
+    parser.add_argument(
         "--decoder",
         choices=("auto", "greedy", "beam", "lm"),
         default="auto",
@@ -826,8 +841,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.microphone:
         return _refusing_streaming_errors(run_microphone, args)
-    sources, failures = discover_sources(args.inputs, args.manifest, args.allow_outside_root)
-    if not sources and not failures:
+    sources, found = discover_sources(args.inputs, args.manifest, args.allow_outside_root)
+    if not sources and not found:
         print("transcribe: give audio files, folders or --manifest", file=sys.stderr)
         return 2
     multi_file_subtitles = args.output_dir is None and len(sources) > 1
@@ -837,10 +852,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    for failure in failures:
-        _report_failure(failure)
+    problems = ProblemReport(report_path(args))
+    for problem in found:
+        _report_problem(problem, problems)
     if args.stream:
-        return _refusing_streaming_errors(run_stream, args, sources, formats, failures)
+        return _refusing_streaming_errors(run_stream, args, sources, formats, problems)
     from .decoding import describe_decoder, make_decoder, tuned_lm_available, with_tuned_defaults
 
     model = load_acoustic_model(args.model, args.weights)
@@ -853,16 +869,33 @@ def run(args: argparse.Namespace) -> int:
         model,
         decoder,
         on_transcript=writer.add,
-        on_failure=lambda index, failure: (_report_failure(failure), writer.add(index, None)),
+        on_failure=lambda index, problem: (
+            _report_problem(problem, problems),
+            writer.add(index, None),
+        ),
         window_config=WindowConfig(args.window, args.overlap, model.sample_rate),
         batch_size=args.batch_size,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    return _summarize(report, failures)
+    return _summarize(report, problems)
 
 
-def _summarize(report: TranscriptionReport, failures: Sequence[Failure]) -> int:
-    failed = len(report.failures) + len(failures)
+def report_path(args: argparse.Namespace) -> Path | None:
+    """Where the skipped inputs go: `--report`, else `<output-dir>/transcribe_report.jsonl`."""
+    if args.report:
+        path = Path(args.report)
+    elif args.output_dir:
+        path = Path(args.output_dir) / REPORT_FILE
+    else:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _summarize(report: TranscriptionReport, problems: ProblemReport) -> int:
+    failed = len(problems)
+    if failed and problems.path is not None:
+        print(f"transcribe: skipped inputs listed in {problems.path}", file=sys.stderr)
     print(
         f"transcribe: {report.transcribed} transcribed, {failed} failed "
         f"({report.audio_seconds:.1f} s of audio)",
@@ -880,8 +913,10 @@ def _refusing_streaming_errors(function: Callable[..., int], *args: Any) -> int:
         return 2
 
 
-def _report_failure(failure: Failure) -> None:
-    print(f"transcribe: skipped {failure.name}: {failure.reason}", file=sys.stderr)
+def _report_problem(problem: Problem, problems: ProblemReport) -> None:
+    """Prints a skipped input on stderr (as users read it) and adds it to the report."""
+    print(f"transcribe: skipped {problem.label}: {problem.message}", file=sys.stderr)
+    problems.add(problem)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -897,10 +932,10 @@ if __name__ == "__main__":
 
 __all__ = [
     "AudioSource",
-    "Failure",
     "OutputWriter",
     "TranscriptionReport",
     "discover_sources",
+    "input_problem",
     "load_acoustic_model",
     "register",
     "transcribe_sources",

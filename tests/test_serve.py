@@ -163,7 +163,7 @@ def offline_transcript(model_dir: Path, path: Path):
         model,
         make_decoder("greedy", model.vocabulary),
         on_transcript=found.__setitem__,
-        on_failure=lambda index, failure: pytest.fail(failure.reason),
+        on_failure=lambda index, failure: pytest.fail(failure.message),
     )
     return found[0]
 

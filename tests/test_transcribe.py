@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stenograph.pipeline.errors import ProblemReport
 from stenograph.pipeline.text import Vocabulary
 from stenograph.recipes.decoding import make_decoder
 from stenograph.recipes.longform import WindowConfig
@@ -181,8 +182,9 @@ def test_bad_files_are_reported_and_skipped(tmp_path):
     assert transcripts[1].text == "fine"
     assert set(failures) | set(transcripts) == {0, 1, 2, 3}
     assert {0, 2} <= set(failures)
-    for failure in failures.values():
-        assert failure.reason and failure.name.endswith((".wav", ".flac"))
+    for index, failure in failures.items():
+        assert failure.message and failure.kind == "unreadable_audio"
+        assert (failure.item_id, failure.source) == (sources[index].name, sources[index].path)
     assert report.transcribed + len(report.failures) == 4
 
 
@@ -196,13 +198,19 @@ def test_discover_sources_folders_files_missing_and_manifest(tmp_path):
         json.dumps({"id": "u1", "audio_path": "in/x.wav", "text": "ok", "offset": 0.1})
         + "\nnot json\n"
     )
+    (tmp_path / "silent").mkdir()
+    missing = str(tmp_path / "nope.wav")
     sources, failures = discover_sources(
-        [str(tmp_path / "in"), str(tmp_path / "nope.wav")], str(manifest)
+        [str(tmp_path / "in"), missing, str(tmp_path / "silent")], str(manifest)
     )
     assert [s.name for s in sources] == ["sub/y.flac", "sub/z.WAV", "x.wav", "u1"]
     assert sources[-1].offset == pytest.approx(0.1) and sources[-1].reference == "ok"
-    reasons = " ".join(f.reason for f in failures)
-    assert "no such file" in reasons and len(failures) == 2  # missing path + bad manifest line
+    assert [(f.kind, f.source, f.line) for f in failures] == [
+        ("missing_audio", missing, None),
+        ("no_audio_files", str(tmp_path / "silent"), None),
+        ("invalid_json", str(manifest), 2),  # the manifest's own problem, passed through
+    ]
+    assert "no such file" in failures[0].message and failures[0].item_id == missing
 
 
 def test_window_words_uses_exclusive_end_frames():
@@ -313,8 +321,8 @@ def test_hostile_corpus_every_line_transcribed_or_reported(tmp_path):
     sources, failures = discover_sources([], str(corpus.manifest))
     transcripts, late_failures, report, _ = run_engine(sources)
     transcribed = {sources[i].name for i in transcripts}
-    reasons = {f.name: f.reason for f in failures}
-    reasons |= {sources[i].name: f.reason for i, f in late_failures.items()}
+    reasons = {f.label: f.message for f in failures}
+    reasons |= {sources[i].name: f.message for i, f in late_failures.items()}
     for item in corpus.items:
         if item.transcribable:
             assert item.id in transcribed, item.kind
@@ -342,3 +350,54 @@ def test_progress_bar_counts_seconds_of_audio(tmp_path, capsys):
     err = capsys.readouterr().err
     duration = round(transcripts[0].duration)
     assert "transcribing" in err and f"{duration}/{duration} s audio" in err
+
+
+def run_cli(monkeypatch, tmp_path, argv):
+    """Runs `stenograph transcribe` with the code model standing in for a trained one."""
+    from stenograph.recipes import transcribe
+
+    monkeypatch.setattr(transcribe, "load_acoustic_model", lambda path, weights: CodeModel())
+    return transcribe.main([str(tmp_path / "model"), *argv, "--no-progress"])
+
+
+@pytest.mark.parametrize("destination", ["output-dir", "report"])
+def test_cli_writes_skipped_inputs_as_a_problem_report(tmp_path, monkeypatch, capsys, destination):
+    good, corrupt = tmp_path / "good.wav", tmp_path / "corrupt.flac"
+    write_speech(good, ["fine"])
+    corrupt.write_bytes(b"fLaC" + os.urandom(2000))
+    missing = str(tmp_path / "missing.wav")
+    inputs = [str(good), missing, str(corrupt)]
+    if destination == "output-dir":
+        out = tmp_path / "out"
+        code = run_cli(monkeypatch, tmp_path, [*inputs, "--output-dir", str(out)])
+        report = out / "transcribe_report.jsonl"
+        assert (out / "good.txt").read_text() == "fine\n"  # the good file still transcribed
+    else:
+        report = tmp_path / "logs" / "skipped.jsonl"
+        code = run_cli(monkeypatch, tmp_path, [*inputs, "--report", str(report)])
+    stdout, err = capsys.readouterr()
+    assert stdout == ("" if destination == "output-dir" else f"{good}\tfine\n")
+    assert code == 1
+    problems = sorted(ProblemReport.read(report), key=lambda p: p.kind)
+    assert [(p.item_id, p.kind, p.source, p.line) for p in problems] == [
+        (missing, "missing_audio", missing, None),
+        (str(corrupt), "unreadable_audio", str(corrupt), None),
+    ]
+    # stderr keeps one line per skipped input, and the summary stays the last line.
+    assert f"transcribe: skipped {missing}: no such file or folder" in err
+    assert f"transcribe: skipped {corrupt}: " in err and str(report) in err
+    assert err.strip().splitlines()[-1].startswith("transcribe: 1 transcribed, 2 failed")
+
+
+def test_cli_writes_an_empty_report_when_nothing_failed_and_none_unasked(
+    tmp_path, monkeypatch, capsys
+):
+    good = tmp_path / "good.wav"
+    write_speech(good, ["fine"])
+    report = tmp_path / "report.jsonl"
+    assert run_cli(monkeypatch, tmp_path, [str(good), "--report", str(report)]) == 0
+    assert report.read_text() == "" and ProblemReport.read(report) == []
+    assert capsys.readouterr().out == "fine\n"
+    before = sorted(tmp_path.rglob("*"))
+    assert run_cli(monkeypatch, tmp_path, [str(good), str(tmp_path / "gone.wav")]) == 1
+    assert sorted(tmp_path.rglob("*")) == before  # no destination given: stderr only

@@ -271,7 +271,7 @@ class SpeechService:
             batch_size=self.settings.max_batch,
         )
         if failures:
-            reason = failures[0].reason.replace(repr(path), repr(name)).replace(path, name)
+            reason = failures[0].message.replace(repr(path), repr(name)).replace(path, name)
             raise AudioError(reason)
         return transcripts[0]
 

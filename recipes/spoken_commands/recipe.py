@@ -658,7 +658,7 @@ def transcribe_examples(
         model,
         decoder,
         on_transcript=lambda index, transcript: hypotheses.__setitem__(index, transcript.text),
-        on_failure=lambda index, failure: failures.__setitem__(index, failure.reason),
+        on_failure=lambda index, failure: failures.__setitem__(index, failure.message),
         progress=True,
     )
     return [
