@@ -10,6 +10,7 @@ i, f, c, o); the Keras classes in ``lstm.py`` own the variables and pick a kerne
 - ``generic_recurrence``: any activations, gradients by autodiff.
 - ``fused_recurrence``: tanh/sigmoid with a hand-written gradient (training).
 - ``fused_inference``: tanh/sigmoid forward pass with the projection pipelined.
+- ``unrolled_inference``: the same for a short static number of steps, no loop op.
 - ``run_recurrence``: picks one of them for a layer call and applies Keras' masking.
 
 Why the fused path is fast on CPU (figures in ``benchmarks/README.md``, section LSTM):
@@ -25,6 +26,8 @@ leaving one matmul and a few element-wise ops per step. Under a half-precision p
 only the matmuls run in bfloat16/float16; the cell math stays float32 (``cell_dtype``).
 """
 
+import contextlib
+import contextvars
 import os
 
 import tensorflow as tf
@@ -151,13 +154,7 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
 
     def body(t, h, c, tas):
         h_in = h * rd_mask if rd_mask is not None else h
-        z = tf.gather(xp, t) + tf.cast(tf.matmul(h_in, r), xp.dtype)  # [B, 4H]
-        acts = tf.sigmoid(z)  # [B, 4H]
-        i, f, s, o = tf.split(acts, 4, axis=1)  # 4 x [B, H]
-        g = 2.0 * s - 1.0  # tanh of the c gate's (unscaled) pre-activation
-        c_new = f * c + i * g
-        tanh_c = tf.tanh(c_new)
-        h_new = tf.cast(o * tanh_c, h.dtype)
+        h_new, c_new, (acts, g, tanh_c) = _fused_cell(tf.gather(xp, t), h_in, c, r)
         m = tf.gather(mask, t) if mask is not None else None  # [B, 1]
         values = (h_new,)
         if store:
@@ -176,6 +173,30 @@ def _fused_forward(xp, r, h0, c0, mask, rd_mask, store):
         (tf.constant(0), h0, c0, tas),
     )
     return tas[0].stack(), (tas[1:] if store else None), h_last, c_last
+
+
+def _fused_cell(xp_t, h_in, c, r):
+    """One step of the fused path's cell math (c-gate columns pre-scaled by 2).
+
+    Args:
+        xp_t: The step's scaled input projection ``[B, 4H]``, cell dtype.
+        h_in: Hidden state ``[B, H]`` (after recurrent dropout, if any), compute dtype.
+        c: Cell state ``[B, H]``, cell dtype.
+        r: Scaled recurrent kernel ``[H, 4H]``, compute dtype.
+
+    Returns:
+        ``(h_new, c_new, (acts, g, tanh_c))``: the unmasked new states and what
+        ``_backward_factors`` needs (gate sigmoids ``[B, 4H]``, the c gate's tanh and
+        ``tanh(c_new)``, each ``[B, H]``).
+    """
+    z = xp_t + tf.cast(tf.matmul(h_in, r), xp_t.dtype)  # [B, 4H]
+    acts = tf.sigmoid(z)  # [B, 4H]
+    i, f, s, o = tf.split(acts, 4, axis=1)  # 4 x [B, H]
+    g = 2.0 * s - 1.0  # tanh of the c gate's (unscaled) pre-activation
+    c_new = f * c + i * g
+    tanh_c = tf.tanh(c_new)
+    h_new = tf.cast(o * tanh_c, h_in.dtype)
+    return h_new, c_new, (acts, g, tanh_c)
 
 
 def _backward_factors(acts, g, c_prev, tanh_c, m):
@@ -465,6 +486,69 @@ def fused_inference(x, kernel, bias, r, h0, c0, mask=None, chunk_steps=16, lanes
     return hs, h_last, tf.cast(c_last, x.dtype)
 
 
+#: Longest sequence of a static length that ``run_recurrence`` unrolls (``unrolled_steps``).
+MAX_UNROLLED_STEPS = 64
+
+_unroll_static_steps = contextvars.ContextVar("stenograph_lstm_unroll", default=False)
+
+
+@contextlib.contextmanager
+def unrolled_steps():
+    """Within it, ``run_recurrence`` unrolls inference over a short static number of steps.
+
+    Only what needs it asks for it (the streaming step of a fixed chunk size, for
+    TFLite); everything else keeps ``fused_inference``, whose loop and hand-written
+    gradient are unchanged by it.
+
+    Yields:
+        Nothing; the setting holds until the block ends.
+    """
+    token = _unroll_static_steps.set(True)
+    try:
+        yield
+    finally:
+        _unroll_static_steps.reset(token)
+
+
+def _unrolls(steps) -> bool:
+    """Whether ``run_recurrence`` unrolls ``steps`` (a static int or None) steps."""
+    return _unroll_static_steps.get() and steps is not None and 0 < steps <= MAX_UNROLLED_STEPS
+
+
+def unrolled_inference(x, kernel, bias, r, h0, c0, mask=None):
+    """tanh/sigmoid LSTM forward pass as a Python loop over a static number of steps.
+
+    Same results as ``fused_inference`` (the same cell math, ``_fused_cell``), with no
+    ``tf.while_loop`` and no TensorArray. Why: a fixed-size streaming chunk then
+    converts to TFLite builtin ops only; ``fused_inference``'s loops nest (chunks, then
+    steps) and TFLite's converter lowers TensorArrays in nested loops to select TF
+    ops only. Gradients, if anyone asks, come from autodiff.
+
+    Args:
+        x: Inputs ``[T, B, I]`` with a static ``T >= 1``.
+        kernel: Input kernel, c-gate columns scaled by 2: ``[I, 4H]``.
+        bias: Bias, c-gate entries scaled by 2: ``[4H]``, or None.
+        r: Recurrent kernel, c-gate columns scaled by 2: ``[H, 4H]``.
+        h0: Initial hidden state ``[B, H]``.
+        c0: Initial cell state ``[B, H]``.
+        mask: Boolean ``[T, B, 1]``; a False step keeps the state. None: no mask.
+
+    Returns:
+        ``(hs [T, B, H], h_T [B, H], c_T [B, H])`` in the dtype of ``x``.
+    """
+    xp = tf.cast(project_inputs(x, kernel, bias), cell_dtype(x.dtype))  # [T, B, 4H]
+    h, c = h0, tf.cast(c0, xp.dtype)
+    hs = []
+    for t in range(x.shape[0]):
+        h_new, c_new, _ = _fused_cell(xp[t], h, c, r)
+        if mask is not None:
+            h_new = tf.where(mask[t], h_new, h)
+            c_new = tf.where(mask[t], c_new, c)
+        h, c = h_new, c_new
+        hs.append(h)
+    return tf.stack(hs), h, tf.cast(c, x.dtype)  # [T, B, H], [B, H], [B, H]
+
+
 def _projection_grads(x, kernel, d_xp):
     """Gradients of ``project_inputs`` w.r.t. ``x [T,B,I]``, ``kernel``, ``bias``."""
     shape = tf.shape(x)
@@ -579,7 +663,9 @@ def run_recurrence(
 ):
     """Runs an LSTM over a batch on our kernels, with Keras' masking semantics.
 
-    Picks the kernel: ``fused_inference`` for tanh/sigmoid without training,
+    Picks the kernel: ``fused_inference`` for tanh/sigmoid without training
+    (``unrolled_inference`` within ``unrolled_steps()`` when the number of steps is
+    static and at most ``MAX_UNROLLED_STEPS``, e.g. a fixed-size streaming chunk),
     ``fused_recurrence`` for tanh/sigmoid in training, ``generic_recurrence`` for
     other activations.
 
@@ -618,7 +704,9 @@ def run_recurrence(
     if go_backwards:
         x = tf.reverse(x, [0])  # [T, B, I], last step first
         mask = tf.reverse(mask, [0]) if mask is not None else None  # [T, B, 1]
-    if fused and not training:
+    if fused and not training and _unrolls(x.shape[0]):
+        hs, h, c = unrolled_inference(x, kernel, bias, recurrent, h0, c0, mask)
+    elif fused and not training:
         hs, h, c = fused_inference(x, kernel, bias, recurrent, h0, c0, mask)
     elif fused:
         xp = project_inputs(x, kernel, bias)  # [T, B, 4H]

@@ -570,8 +570,10 @@ def write_stream_tflite(
     The flatbuffer's `stream_step` signature takes `samples` float32 `[1, chunk]` and
     the model's state (the `stream_init` tensors without the greedy decoder's, whose
     strings TFLite's builtin ops cannot hold) and returns `log_probs` and the new
-    state. The conversion asks for TFLite builtin ops only and falls back to select
-    TF ops (Flex) only if a builtin is missing.
+    state. The conversion asks for TFLite builtin ops only, which suffices when the
+    chunk's LSTM steps are few enough to unroll (`StreamingStep.max_lstm_steps` at most
+    `layers.lstm_kernels.MAX_UNROLLED_STEPS`); a longer chunk keeps the LSTM loop, whose
+    nested TensorLists TFLite has only as select TF ops (Flex), the fallback.
 
     Returns:
         The ops the flatbuffer needs (`tflite_ops`), Flex ops prefixed `Flex`.
@@ -629,8 +631,8 @@ def _convert(saved_model: Path, builtins_only: bool) -> bytes:
         [] if builtins_only else [tf.lite.OpsSet.SELECT_TF_OPS]
     )
     if not builtins_only:
-        # The LSTMs' TensorList ops as select ops: lowering them needs static
-        # element shapes, which a chunk's varying number of frames does not give.
+        # The LSTMs' TensorList ops as select ops: the converter cannot lower those
+        # of nested loops (a chunk too long to unroll) to builtins.
         converter._experimental_lower_tensor_list_ops = False
     return converter.convert()
 
@@ -665,6 +667,7 @@ def _record_stream_tflite(folder: Path, chunk_samples: int, ops: Sequence[str]) 
         "file": STREAM_TFLITE_FILE,
         "chunk_samples": chunk_samples,
         "ops": list(ops),
+        "builtins_only": not any(op.startswith("Flex") for op in ops),
     }
     path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 

@@ -50,8 +50,14 @@ import numpy as np
 import soxr
 import tensorflow as tf
 
+from stenograph.layers import lstm_kernels
 from stenograph.pipeline.audio import to_mono
-from stenograph.pipeline.features import FeatureConfig, apply_preemphasis, compute_features
+from stenograph.pipeline.features import (
+    FeatureConfig,
+    apply_preemphasis,
+    compute_features,
+    num_frames,
+)
 
 from .config import ModelConfig
 from .decoding import (
@@ -85,7 +91,9 @@ def _pad_time_to(x: tf.Tensor, size: int) -> tf.Tensor:
     """Right-pads `x[1, n, ...]` (n <= size) with zeros to `[1, size, ...]`."""
     missing = size - tf.shape(x)[1]
     paddings = [[0, 0], [0, missing]] + [[0, 0]] * (len(x.shape) - 2)
-    return tf.ensure_shape(tf.pad(x, paddings), [1, size, *x.shape[2:]])
+    # A reshape rather than tf.ensure_shape states the static shape: TFLite has it as a
+    # builtin op (EnsureShape only as a select TF op).
+    return tf.reshape(tf.pad(x, paddings), [1, size, *x.shape[2:]])  # [1, size, ...]
 
 
 class StreamingStep(tf.Module):
@@ -203,7 +211,23 @@ class StreamingStep(tf.Module):
         with_previous = tf.concat([state["preemphasis_sample"], samples], axis=1)  # [1, n + 1]
         emphasised = apply_preemphasis(with_previous, self.feature_config.preemphasis)[:, 1:]
         state = {**state, "preemphasis_sample": with_previous[:, -1:]}
-        return self._advance(emphasised, state, final=False)
+        max_steps = self.max_lstm_steps(samples.shape[1])
+        return self._advance(emphasised, state, final=False, max_steps=max_steps)
+
+    def max_lstm_steps(self, num_samples: int | None) -> int | None:
+        """Most LSTM steps a `step` of `num_samples` samples can run (None: unknown).
+
+        The carried samples are fewer than a window and the waiting frames fewer than
+        a stack, so a chunk of a fixed size has a static bound; padding the LSTMs'
+        input to it gives them a static number of steps, which they unroll
+        (`layers.lstm_kernels.unrolled_inference`): a fixed-chunk step converts to
+        TFLite builtin ops only.
+        """
+        if num_samples is None:
+            return None
+        config, k = self.feature_config, self.model_config.reduction_factor
+        frames = num_frames(config.frame_length - 1 + num_samples, self.window_config)
+        return max(1, (k - 1 + frames) // k)
 
     def finish(self, state: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """Ends the stream: right padding of the last STFT frames, flush of every wait.
@@ -215,14 +239,18 @@ class StreamingStep(tf.Module):
         return self._advance(right_padding, state, final=True)
 
     def _advance(
-        self, emphasised: tf.Tensor, state: dict[str, tf.Tensor], final: bool
+        self,
+        emphasised: tf.Tensor,
+        state: dict[str, tf.Tensor],
+        final: bool,
+        max_steps: int | None = None,
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         state = dict(state)
         features = self._new_features(emphasised, state)  # [1, n, F]
         stacked = self._stack(features, state, final)  # [1, m, k*F]
         encoded = tf.cond(
             tf.shape(stacked)[1] > 0,
-            lambda: self._run_lstms(stacked, state),
+            lambda: self._run_lstms(stacked, state, max_steps),
             lambda: self._skip_lstms(state),
         )
         outputs = encoded.pop("outputs")  # [1, m, H]
@@ -259,14 +287,27 @@ class StreamingStep(tf.Module):
         state["stack_frame_count"] = tf.shape(rest)[1]
         return stacked  # [1, ceil(whole / k), k*F]
 
-    def _run_lstms(self, x: tf.Tensor, state: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def _run_lstms(
+        self, x: tf.Tensor, state: dict[str, tf.Tensor], max_steps: int | None = None
+    ) -> dict[str, tf.Tensor]:
+        """The LSTMs over `x [1, m, k*F]`, padded to `max_steps` steps when given.
+
+        Padded steps are masked out (`sequence_lengths`): they keep the state, and
+        their outputs are dropped.
+        """
+        steps, lengths = tf.shape(x)[1], None
+        if max_steps is not None:
+            x = _pad_time_to(x, max_steps)  # [1, max_steps, k*F]
+            lengths = tf.reshape(steps, [1])  # [1]
         updated = {}
-        for index, layer in enumerate(self.lstm_layers):
-            h, c = state[f"lstm_h_{index}"], state[f"lstm_c_{index}"]
-            x, h, c = layer(x, initial_state=[h, c])  # [1, m, H], [1, H], [1, H]
-            updated[f"lstm_h_{index}"] = tf.cast(h, tf.float32)
-            updated[f"lstm_c_{index}"] = tf.cast(c, tf.float32)
-        return {"outputs": tf.cast(x, tf.float32), **updated}
+        with lstm_kernels.unrolled_steps():
+            for index, layer in enumerate(self.lstm_layers):
+                h, c = state[f"lstm_h_{index}"], state[f"lstm_c_{index}"]
+                # [1, m, H], [1, H], [1, H]
+                x, h, c = layer(x, initial_state=[h, c], sequence_lengths=lengths)
+                updated[f"lstm_h_{index}"] = tf.cast(h, tf.float32)
+                updated[f"lstm_c_{index}"] = tf.cast(c, tf.float32)
+        return {"outputs": tf.cast(x[:, :steps], tf.float32), **updated}
 
     def _skip_lstms(self, state: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         units = self.model_config.lstm_units

@@ -208,6 +208,47 @@ def test_metadata_names_the_models_state_from_the_streaming_step(
 CHUNK_MS = 160
 
 
+def graph_ops(concrete):
+    """Every op type of a concrete function, its nested functions (cond, loops) included."""
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return {node.op for node in nodes}
+
+
+@pytest.mark.parametrize("size, chunks", [(1, 480), (399, 12), (2561, 5)])
+def test_a_fixed_size_step_unrolls_its_lstms_and_matches_the_dynamic_step(
+    causal_experiment, size, chunks
+):
+    from stenograph.recipes.streaming import streaming_step_for
+
+    step = streaming_step_for(causal_experiment)
+    fixed = tf.function(
+        step.step,
+        input_signature=[tf.TensorSpec([1, size], tf.float32), step.state_signature],
+    )
+    dynamic_ops = graph_ops(step.compiled_step.get_concrete_function())
+    assert {"While", "StatelessWhile"} & dynamic_ops  # the unbounded step loops
+    fixed_ops = graph_ops(fixed.get_concrete_function())
+    assert not {"While", "StatelessWhile", "TensorListReserve"} & fixed_ops
+
+    audio = tone_waveform("bad cafe a deaf cab", seed=3)
+    # Past the first window, so that the 1-sample steps run the LSTMs too.
+    _, state = step.compiled_step(tf.constant(audio[None, :1000]), step.initial_state())
+    expected_state, frames = state, 0
+    for index in range(chunks):
+        start = 1000 + index * size
+        samples = tf.constant(audio[None, start : start + size])
+        got, state = fixed(samples, state)
+        expected, expected_state = step.compiled_step(samples, expected_state)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4)
+        frames += got.shape[1]
+    assert frames > 0, "the chunks should have produced CTC frames"
+    for name in state:
+        np.testing.assert_allclose(state[name].numpy(), expected_state[name].numpy(), atol=1e-4)
+
+
 def test_stream_tflite_step_matches_the_savedmodels_stream_step(
     causal_experiment, streaming_export, tmp_path
 ):
@@ -219,6 +260,8 @@ def test_stream_tflite_step_matches_the_savedmodels_stream_step(
     ops = export_lib.write_stream_tflite(streaming, path, chunk)
     assert ops == export_lib.tflite_ops(path.read_bytes())
     assert {"FULLY_CONNECTED", "LOG_SOFTMAX", "RFFT2D"} <= set(ops)
+    # Builtin ops only: any TFLite runtime runs it, no Flex delegate needed.
+    assert not [op for op in ops if op.startswith("Flex")], ops
 
     interpreter = tf.lite.Interpreter(model_path=str(path))
     signature = interpreter.get_signature_list()["stream_step"]
@@ -234,22 +277,33 @@ def test_stream_tflite_step_matches_the_savedmodels_stream_step(
     for start in range(0, len(audio) - chunk + 1, chunk):
         samples = audio[None, start : start + chunk]
         expected = loaded.signatures["stream_step"](samples=tf.constant(samples), **state)
-        try:
-            got = runner(samples=samples, **tflite_state)
-        except RuntimeError as error:
-            if "Select TensorFlow op" not in str(error):
-                raise
-            assert any(op.startswith("Flex") for op in ops)
-            pytest.skip(
-                f"stream_step.tflite needs select TF ops {[o for o in ops if 'Flex' in o]} "
-                f"and TensorFlow {tf.__version__}'s Python TFLite interpreter has no Flex "
-                "delegate (dropped in 2.20); the TF 2.17 CI leg runs this comparison"
-            )
+        got = runner(samples=samples, **tflite_state)
         np.testing.assert_allclose(got["log_probs"], expected["log_probs"].numpy(), atol=1e-4)
         state = {name: expected[name] for name in state}
         tflite_state = {name: got[name] for name in model_state}
     for name in model_state:
         np.testing.assert_allclose(tflite_state[name], state[name].numpy(), atol=1e-4)
+
+
+def test_chunks_up_to_1_9_s_unroll_as_the_readme_says(causal_experiment):
+    from stenograph.layers.lstm_kernels import MAX_UNROLLED_STEPS
+    from stenograph.recipes.streaming import streaming_step_for
+
+    step = streaming_step_for(causal_experiment)
+    features = step.feature_config
+    for chunk_ms, unrolled in ((1900, True), (2000, False)):
+        chunk = export_lib.stream_chunk_samples(features, chunk_ms)
+        assert (step.max_lstm_steps(chunk) <= MAX_UNROLLED_STEPS) == unrolled, chunk_ms
+    assert step.max_lstm_steps(1) == 1 and step.max_lstm_steps(None) is None
+
+
+@pytest.mark.slow
+def test_a_chunk_too_long_to_unroll_falls_back_to_select_tf_ops(causal_experiment, tmp_path):
+    config, vocabulary, model = export_lib.load_cpu_model(causal_experiment)
+    streaming = export_lib.streaming_signatures_for(config, vocabulary, model)
+    chunk = export_lib.stream_chunk_samples(config.features, 2000)
+    ops = export_lib.write_stream_tflite(streaming, tmp_path / "long.tflite", chunk)
+    assert "WHILE" in ops and "FlexTensorListReserve" in ops, ops
 
 
 # --------------------------------------------------------------------------- the command line
@@ -269,6 +323,8 @@ def test_cli_export_with_tflite_then_stream_the_export(causal_experiment, tmp_pa
     metadata = json.loads((target / export_lib.EXTRA_DIR / export_lib.METADATA_FILE).read_text())
     stream_tflite = metadata["stream_tflite"]
     assert stream_tflite["chunk_samples"] == 640 and stream_tflite["ops"]
+    assert stream_tflite["builtins_only"] is True
+    assert not [op for op in stream_tflite["ops"] if op.startswith("Flex")]
     assert f"ops: {', '.join(stream_tflite['ops'])}" in printed
     assert (target / export_lib.STREAM_TFLITE_FILE).stat().st_size > 10_000
 
