@@ -345,7 +345,7 @@ def test_redecode_stream_stays_bounded_and_closes_at_pauses():
     before = stream.buffered_seconds
     with pytest.raises(ValueError, match="NaN"):
         stream.feed(np.array([0.0, np.nan], np.float32))
-    with pytest.raises(ValueError, match="int16 or float32"):
+    with pytest.raises(ValueError, match="int16, float32"):
         stream.feed(np.zeros(10, np.int32))
     assert stream.buffered_seconds == before  # refused chunks leave the state as it was
     transcript = stream.finish()

@@ -30,20 +30,7 @@ import soxr
 
 from ..decoding import GreedyDecoder
 from ..outputs import Transcript, WordTiming
-
-
-class StreamClosedError(ValueError):
-    """Audio was fed to a stream after `finish`."""
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """A closed segment: its final text and words, times in seconds from the stream's start."""
-
-    text: str
-    words: tuple[WordTiming, ...]
-    start: float
-    end: float
+from ..streaming import SegmentResult, StreamClosedError, checked_chunk
 
 
 @dataclass(frozen=True)
@@ -89,28 +76,6 @@ def frame_levels_db(audio: np.ndarray, frame: int) -> np.ndarray:
     blocks = audio[: frames * frame].reshape(frames, frame)  # [F, frame]
     power = np.mean(np.square(blocks, dtype=np.float64), axis=1)  # [F]
     return 10 * np.log10(np.maximum(power, 1e-12))
-
-
-def as_float_mono(samples: np.ndarray) -> np.ndarray:
-    """Checks a chunk (int16 or float32, `[n]` or `[n, channels]`) and returns float32 `[n]`.
-
-    Raises:
-        ValueError: Naming the problem: wrong dtype or rank, NaN or infinite samples.
-    """
-    samples = np.asarray(samples)
-    if samples.dtype not in (np.int16, np.float32, np.float64):
-        raise ValueError(f"Audio must be int16 or float32 samples. Received: dtype={samples.dtype}")
-    if samples.ndim not in (1, 2):
-        raise ValueError(
-            f"Audio must be [samples] or [samples, channels]. Received: shape={samples.shape}"
-        )
-    if samples.dtype == np.int16:
-        samples = samples.astype(np.float32) / 32768.0
-    elif not np.isfinite(samples).all():
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        raise ValueError(f"Audio holds {bad} NaN or infinite samples; nothing was fed.")
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples  # [n]
-    return mono.astype(np.float32, copy=False)
 
 
 class RedecodeStream:
@@ -177,7 +142,7 @@ class RedecodeStream:
         """
         if self._finished:
             raise StreamClosedError("This stream is finished; create a new one.")
-        mono = self._resample(as_float_mono(samples), sample_rate or self.sample_rate)
+        mono = self._resample(checked_chunk(samples), sample_rate or self.sample_rate)
         if not len(mono):
             return []
         self._audio = np.concatenate([self._audio, mono])  # [S + n]
