@@ -5,7 +5,7 @@
 
 The reference is TensorFlow's default (each op may split over the cores). Ours is
 one thread per op, what `stenograph train` and `stenograph demo` do on a CPU-only
-machine with at most 2 cores and AMX (`hardware.intra_op_threads`; the script prints
+machine with at most 2 cores (`hardware.intra_op_threads`; the script prints
 what that rule picks on this machine). The third row adds the opt-in
 `data.dataset.low_priority=true` (the pipeline's threads nicer than the model's), for
 machines that do nothing else. All train the demo's model (2 strided convolutions,

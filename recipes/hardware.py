@@ -29,7 +29,7 @@ AVX512_BF16_FLAG = "avx512_bf16"
 # GPU compute capabilities: tensor cores (float16) from Volta, bfloat16 from Ampere.
 FLOAT16_TENSOR_CORES = (7, 0)
 BFLOAT16_TENSOR_CORES = (8, 0)
-# Machines with at most this many cores, AMX and no GPU run one thread per op.
+# CPU-only machines with at most this many cores run one thread per op.
 SMALL_CPU_CORES = 2
 # Where a training run records the device and the choices made for it.
 HARDWARE_FILE = "hardware.json"
@@ -86,10 +86,12 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
 
     On CPUs, `mixed_bfloat16` only with AMX (the `amx_bf16` flag): there its tile unit
     runs bfloat16 matmuls several times faster than float32 ones. Everywhere else
-    (AVX-512 BF16 without AMX, AMD, older Intel, ARM, Apple) `float32`: on a Xeon with
-    AVX-512 BF16 but no AMX bfloat16 made the LSTM's train step and the demo slower,
-    and on an AMD EPYC with AVX-512 BF16 the demo's CPU time per step was about the
-    same in both (benchmarks/README.md, "Precision and threads on the machine at hand").
+    (AVX-512 BF16 without AMX, older Intel, ARM, Apple) `float32`. That is a known gap
+    for AVX-512 BF16 without AMX: on such a Xeon bfloat16 made the LSTM's train step
+    and the demo slower, but on an AMD EPYC with the same flag it trained the demo
+    faster (benchmarks/README.md, "Precision and threads on the machine at hand"), so
+    the flag alone cannot decide; a rule by CPU vendor or a probe of the real
+    training step is the next step.
 
     Why CPU flags rather than a start-up probe timing both precisions: the flags are
     read instantly and give the same answer on every start, so a resumed or repeated
@@ -114,7 +116,10 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
             "mixed_bfloat16", f"CPU with AMX ({AMX_FLAG}): bfloat16 matmuls run on its tile unit"
         )
     if AVX512_BF16_FLAG in facts.cpu_flags:
-        detail = f"CPU with {AVX512_BF16_FLAG} but no AMX: bfloat16 measured no faster than float32"
+        detail = (
+            f"CPU with {AVX512_BF16_FLAG} but no AMX: bfloat16 was slower on such a Xeon but "
+            "faster on an AMD EPYC; --precision mixed_bfloat16 may be faster here"
+        )
     elif facts.cpu_flags:
         detail = f"CPU without AMX ({AMX_FLAG}): no fast bfloat16 matmuls"
     else:
@@ -170,18 +175,17 @@ def resolve_precision(
 def intra_op_threads(facts: DeviceFacts, environment: Mapping[str, str]) -> int | None:
     """How many threads TensorFlow should give one op (None: TensorFlow's default).
 
-    1 on a CPU-only machine with at most 2 cores and AMX, else TensorFlow's default
-    (as for a user who set `TF_NUM_INTRAOP_THREADS`; 0 there means the default too).
+    1 on a CPU-only machine with at most 2 cores, else TensorFlow's default (as for a
+    user who set `TF_NUM_INTRAOP_THREADS`; 0 there means the default too).
 
     There the two directions of a BiLSTM layer already run side by side as separate
-    ops and fill both cores, so splitting an op over threads only adds hand-offs:
-    on an idle 2-core Xeon with AMX, training the demo in mixed_bfloat16, one thread
-    per op trained faster, and stayed ahead next to two busy loops. On a 2-core AMD
-    EPYC without AMX, training in float32 on a machine shared with other busy
-    processes, it trained less than half as fast: the same CPU time per step, but
-    fewer threads get a smaller share of a busy CPU (benchmarks/README.md, "Precision
-    and threads on the machine at hand"). So the rule stays only where it was
-    measured to help; elsewhere TensorFlow's default is the safe side.
+    ops and fill both cores, so splitting an op over threads only adds hand-offs. On
+    idle 2-core machines one thread per op trained the demo faster on both CPUs
+    measured: a Xeon with AMX in mixed_bfloat16 and an AMD EPYC without AMX in
+    float32 (benchmarks/README.md, "Training threads on a small CPU" and "Precision
+    and threads on the machine at hand"). Next to other busy processes it can lose
+    (fewer threads get a smaller share of a busy CPU); `TF_NUM_INTRAOP_THREADS=0`
+    restores TensorFlow's default.
 
     Args:
         facts: The device.
@@ -192,7 +196,7 @@ def intra_op_threads(facts: DeviceFacts, environment: Mapping[str, str]) -> int 
     """
     if "TF_NUM_INTRAOP_THREADS" in environment or facts.gpu_capabilities:
         return None
-    if facts.cpu_cores > SMALL_CPU_CORES or AMX_FLAG not in facts.cpu_flags:
+    if facts.cpu_cores > SMALL_CPU_CORES:
         return None
     return 1
 

@@ -101,11 +101,11 @@ def test_every_command_handler_follows_one_naming_rule():
 
 
 # The thread rule itself is tested in tests/test_hardware.py; this, that the CLI applies it.
-@pytest.mark.parametrize(("flags", "expected"), [("{'amx_bf16'}", 1), ("set()", 0)])
-def test_the_command_line_applies_the_thread_rule_before_tensorflow_starts(flags, expected):
+@pytest.mark.parametrize(("cores", "expected"), [(2, 1), (8, 0)])
+def test_the_command_line_applies_the_thread_rule_before_tensorflow_starts(cores, expected):
     script = (
         "from stenograph.recipes import cli, hardware\n"
-        f"facts = hardware.DeviceFacts('2-core CPU', frozenset({flags}), 2)\n"
+        f"facts = hardware.DeviceFacts('CPU', frozenset(), {cores})\n"
         "hardware.read_device_facts = lambda: facts\n"
         "cli._load_tensorflow_quietly()\n"
         "cli.configure_threads()\n"

@@ -32,7 +32,7 @@ def gpu(*capabilities):
     ("facts", "policy", "named"),
     [
         (AMX, "mixed_bfloat16", "amx_bf16"),
-        (AVX512_BF16_ONLY, "float32", "no AMX"),
+        (AVX512_BF16_ONLY, "float32", "may be faster here"),  # says what to try
         (OLDER_CPU, "float32", "without AMX"),
         (NO_FLAGS, "float32", "unknown"),
     ],
@@ -95,14 +95,15 @@ def test_auto_on_a_resumed_experiment_keeps_its_policy():
     [
         (AMX, {}, 1),  # the BiLSTM's two directions already fill both cores
         (DeviceFacts("x", AMX.cpu_flags, 1), {}, 1),
-        (AVX512_BF16_ONLY, {}, None),  # not measured to help without AMX: TF's default
-        (NO_FLAGS, {}, None),
+        (AVX512_BF16_ONLY, {}, 1),  # measured to help on an idle EPYC without AMX too
+        (DeviceFacts("x", frozenset(), 2), {}, 1),  # whatever the flags
+        (NO_FLAGS, {}, None),  # 8 cores
         (DeviceFacts("x", AMX.cpu_flags, 4), {}, None),  # larger machines keep TF's choice
         (DeviceFacts("x", AMX.cpu_flags, 2, ((8, 0),)), {}, None),  # so do GPU machines
         (AMX, {"TF_NUM_INTRAOP_THREADS": "0"}, None),  # and a user's own setting
     ],
 )
-def test_one_thread_per_op_only_on_small_cpu_only_machines_with_amx(facts, environment, expected):
+def test_one_thread_per_op_only_on_small_cpu_only_machines(facts, environment, expected):
     assert hardware.intra_op_threads(facts, environment) == expected
 
 
