@@ -137,3 +137,11 @@ def write_commonvoice(root: Path, splits: dict[str, list[str]], audio_format: st
             writer.writeheader()
             writer.writerows(rows)
     return root
+
+
+def harmonic_voice(rng: np.random.Generator, seconds: float, rate: int = 16000) -> np.ndarray:
+    """A voiced sound: a random pitch with 11 harmonics and a little noise, float32."""
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = rng.uniform(100, 200)
+    signal = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 12))
+    return (0.2 * signal + 0.01 * rng.standard_normal(t.size)).astype(np.float32)

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import recipe_fixtures as fixtures
 import soundfile
 import tensorflow as tf
 from hypothesis import given, settings
@@ -34,11 +35,7 @@ FEATURES = FeatureConfig(num_mel_bins=40)
 WORDS = ["hello world", "good morning", "see you", "bright day", "all well", "speech"]
 
 
-def voice(rng, seconds):
-    t = np.arange(int(seconds * SR)) / SR
-    pitch = rng.uniform(100, 200)
-    signal = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 12))
-    return (0.2 * signal + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+voice = fixtures.harmonic_voice
 
 
 @pytest.fixture(scope="module")

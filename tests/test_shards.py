@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import recipe_fixtures as fixtures
 import soundfile
 import tensorflow as tf
 
@@ -35,11 +36,7 @@ FEATURES = FeatureConfig(num_mel_bins=40)
 WORDS = ["hello world", "good morning", "see you", "bright day", "all well", "speech"]
 
 
-def voice(rng, seconds, rate=SR):
-    t = np.arange(int(seconds * rate)) / rate
-    pitch = rng.uniform(100, 200)
-    signal = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 12))
-    return (0.2 * signal + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+voice = fixtures.harmonic_voice
 
 
 @pytest.fixture(scope="module")
