@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,14 @@ def harmonic_voice(rng: np.random.Generator, seconds: float, rate: int = 16000) 
     pitch = rng.uniform(100, 200)
     signal = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 12))
     return (0.2 * signal + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

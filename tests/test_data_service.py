@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import time
 
 import pytest
 import tensorflow as tf
+from recipe_fixtures import free_ports
 from test_train import repeated_manifest, tiny_config
 
 from stenograph.recipes import data_service
@@ -18,16 +18,6 @@ from stenograph.recipes.cli import main as stenograph
 from stenograph.recipes.train import TrainingRun
 
 CLI = [sys.executable, "-m", "stenograph.recipes.cli"]
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

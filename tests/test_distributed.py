@@ -2,13 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from recipe_fixtures import free_ports
 from test_train import repeated_manifest, tiny_config
 
 WORKER = textwrap.dedent(
@@ -29,16 +29,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
     train, valid = repeated_manifest(tmp_path / "data", copies=2)
@@ -54,7 +44,7 @@ def test_two_workers_train_in_lockstep_and_end_with_identical_weights(tmp_path):
     )
     config.save(tmp_path / "config.json")
     (tmp_path / "worker.py").write_text(WORKER)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     processes = []
     for index in range(2):
         env = {

@@ -93,12 +93,6 @@ def trained_model(base: Path) -> Path:
     return exp
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class RunningServer:
     """A uvicorn server in a thread on 127.0.0.1, stopped by `stop`."""
 
@@ -106,7 +100,7 @@ class RunningServer:
         import uvicorn
 
         self.app = app
-        self.port = free_port()
+        (self.port,) = fixtures.free_ports(1)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", ws="websockets-sansio"
         )
