@@ -169,9 +169,9 @@ def main(argv=None):
         "--precisions",
         nargs="+",
         default=["float32", "mixed_bfloat16"],
-        help="Keras policies to time. mixed_bfloat16 was faster than float32 only on CPUs "
-        "with AMX (amx_bf16 in /proc/cpuinfo), no faster or slower on others "
-        "(benchmarks/README.md).",
+        help="Keras policies to time. mixed_bfloat16 was faster than float32 on CPUs "
+        "with AMX (amx_bf16 in /proc/cpuinfo) and on an AMD EPYC with avx512_bf16, "
+        "slower on an Intel Xeon with avx512_bf16 and no AMX (benchmarks/README.md).",
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument(

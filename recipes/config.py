@@ -169,8 +169,9 @@ class TrainConfig:
         clip_norm: Global gradient-norm clipping (0 disables it).
         precision: "auto" (chosen for the machine when training starts:
             `hardware.choose_precision`; the saved config holds the choice),
-            "float32", "mixed_bfloat16" (faster than float32 only on CPUs with
-            AMX) or "mixed_float16" (GPUs; adds dynamic loss scaling).
+            "float32", "mixed_bfloat16" (faster than float32 on CPUs with AMX and
+            on AMD CPUs with AVX-512 BF16, slower on Intel CPUs without AMX) or
+            "mixed_float16" (GPUs; adds dynamic loss scaling).
         strategy: "default", "mirrored" (several local GPUs) or "multiworker"
             (several processes/hosts configured by TF_CONFIG).
         checkpoint_every: Write a checkpoint every N steps (and at each epoch end).

@@ -24,8 +24,13 @@ from typing import Any
 AUTO = "auto"
 # The CPU flag (Linux /proc/cpuinfo) of Intel's AMX tile unit with bfloat16 matmuls.
 AMX_FLAG = "amx_bf16"
-# AVX-512 bfloat16 dot products: bfloat16 instructions, but no faster than float32 here.
+# AVX-512 bfloat16 dot products (VDPBF16PS): bfloat16 instructions without a tile unit.
 AVX512_BF16_FLAG = "avx512_bf16"
+# /proc/cpuinfo's vendor_id of AMD CPUs. With AVX-512 BF16 (Zen 4 and later) bfloat16
+# trained the demo faster than float32 there; on Intel CPUs with the same flag and no
+# AMX it trained slower (benchmarks/README.md, "Precision and threads on the machine
+# at hand"), so the vendor decides where the flag alone cannot.
+AMD_VENDOR = "AuthenticAMD"
 # GPU compute capabilities: tensor cores (float16) from Volta, bfloat16 from Ampere.
 FLOAT16_TENSOR_CORES = (7, 0)
 BFLOAT16_TENSOR_CORES = (8, 0)
@@ -46,12 +51,15 @@ class DeviceFacts:
         cpu_cores: Cores this process may run on.
         gpu_capabilities: One CUDA compute capability `(major, minor)` per visible
             GPU, `None` where TensorFlow does not report it.
+        cpu_vendor: The CPU's vendor as /proc/cpuinfo's `vendor_id` names it
+            ("GenuineIntel", "AuthenticAMD"; "" if unknown).
     """
 
     cpu_name: str = ""
     cpu_flags: frozenset[str] = frozenset()
     cpu_cores: int = 1
     gpu_capabilities: tuple[tuple[int, int] | None, ...] = ()
+    cpu_vendor: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready facts (the flags reduced to the ones decisions look at)."""
@@ -84,23 +92,28 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
     - 7.x (Volta, Turing) has float16 tensor cores: `mixed_float16`.
     - Below 7.0 (or unknown): `float32`; half precision has no tensor cores to run on.
 
-    On CPUs, `mixed_bfloat16` only with AMX (the `amx_bf16` flag): there its tile unit
-    runs bfloat16 matmuls several times faster than float32 ones. Everywhere else
-    (AVX-512 BF16 without AMX, older Intel, ARM, Apple) `float32`. That is a known gap
-    for AVX-512 BF16 without AMX: on such a Xeon bfloat16 made the LSTM's train step
-    and the demo slower, but on an AMD EPYC with the same flag it trained the demo
-    faster (benchmarks/README.md, "Precision and threads on the machine at hand"), so
-    the flag alone cannot decide; a rule by CPU vendor or a probe of the real
-    training step is the next step.
+    On CPUs, `mixed_bfloat16` only where it trained the demo measurably faster than
+    `float32`:
 
-    Why CPU flags rather than a start-up probe timing both precisions: the flags are
-    read instantly and give the same answer on every start, so a resumed or repeated
-    run trains as the first did and the choice is testable; a probe costs seconds of
-    every start, and on a shared machine it measures the load as much as the CPU (the
-    same setting's step time changed by a third between rounds there), so it could
-    pick differently from run to run.
-    The cost is a proxy: a CPU with some other fast bfloat16 unit gets `float32`
-    until this function learns its flag; `--precision` overrides it.
+    - with AMX (the `amx_bf16` flag): its tile unit runs bfloat16 matmuls several
+      times faster than float32 ones;
+    - on AMD CPUs with AVX-512 BF16 (the `avx512_bf16` flag: Zen 4 and later):
+      mixed_bfloat16 trained the demo 1.12-1.19x faster on an AMD EPYC.
+
+    Everywhere else `float32`: on Intel CPUs with AVX-512 BF16 but no AMX bfloat16
+    made the LSTM's train step and the demo about 1.6x slower; CPUs without either
+    flag (older x86, ARM, Apple) have no bfloat16 matmul instructions for oneDNN to
+    use. The figures are in benchmarks/README.md, "Precision and threads on the
+    machine at hand".
+
+    Why flags and vendor rather than a start-up probe timing both precisions: they
+    are read instantly and give the same answer on every start, so a resumed or
+    repeated run trains as the first did and the choice is testable; a probe costs
+    seconds of every start, and on a shared machine it measures the load as much as
+    the CPU: a probe of the whole demo model's train step gave bfloat16/float32
+    ratios from 0.94 to 1.18 on one idle AMD EPYC, on both sides of 1. The cost is a
+    rule learned from the CPUs measured: a CPU unlike them gets `float32`, the safe
+    choice, and `--precision` overrides it.
 
     Args:
         facts: The device, as `read_device_facts` returns it.
@@ -115,10 +128,15 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
         return PrecisionChoice(
             "mixed_bfloat16", f"CPU with AMX ({AMX_FLAG}): bfloat16 matmuls run on its tile unit"
         )
+    if AVX512_BF16_FLAG in facts.cpu_flags and facts.cpu_vendor == AMD_VENDOR:
+        return PrecisionChoice(
+            "mixed_bfloat16",
+            f"AMD CPU with {AVX512_BF16_FLAG}: bfloat16 trained faster than float32 on AMD EPYC",
+        )
     if AVX512_BF16_FLAG in facts.cpu_flags:
         detail = (
-            f"CPU with {AVX512_BF16_FLAG} but no AMX: bfloat16 was slower on such a Xeon but "
-            "faster on an AMD EPYC; --precision mixed_bfloat16 may be faster here"
+            f"CPU with {AVX512_BF16_FLAG} but no AMX, not AMD: bfloat16 trained slower than "
+            "float32 on such an Intel Xeon"
         )
     elif facts.cpu_flags:
         detail = f"CPU without AMX ({AMX_FLAG}): no fast bfloat16 matmuls"
@@ -215,7 +233,7 @@ def read_device_facts(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Devi
 
     from stenograph.pipeline.threads import cpu_cores
 
-    name, flags = parse_cpuinfo(_read_text(Path(cpuinfo)))
+    name, vendor, flags = parse_cpuinfo(_read_text(Path(cpuinfo)))
     capabilities = tuple(
         _compute_capability(tf.config.experimental.get_device_details(gpu))
         for gpu in tf.config.list_physical_devices("GPU")
@@ -225,20 +243,23 @@ def read_device_facts(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Devi
         cpu_flags=flags,
         cpu_cores=cpu_cores(),
         gpu_capabilities=capabilities,
+        cpu_vendor=vendor,
     )
 
 
-def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    """The first CPU's model name and flags from /proc/cpuinfo's text (x86 or ARM)."""
-    name, flags = "", frozenset()
+def parse_cpuinfo(text: str) -> tuple[str, str, frozenset[str]]:
+    """The first CPU's model name, vendor and flags from /proc/cpuinfo's text (x86 or ARM)."""
+    name, vendor, flags = "", "", frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
         if key == "model name" and not name:
             name = value.strip()
+        elif key == "vendor_id" and not vendor:
+            vendor = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = frozenset(value.split())
-    return name, flags
+    return name, vendor, flags
 
 
 def _read_text(path: Path) -> str:

@@ -15,9 +15,15 @@ from stenograph.recipes.hardware import DeviceFacts
 from stenograph.recipes.prepare import PreparedPaths
 from stenograph.recipes.spoken_commands import recipe
 
-AMX = DeviceFacts("Intel Xeon", frozenset({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}), 2)
-AVX512_BF16_ONLY = DeviceFacts("AMD EPYC", frozenset({"avx512f", "avx512_bf16"}), 2)
-OLDER_CPU = DeviceFacts("Intel Core", frozenset({"sse2", "avx2", "fma"}), 2)
+INTEL, AMD = "GenuineIntel", "AuthenticAMD"
+AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})
+AMX = DeviceFacts("Intel Xeon", AVX512_BF16 | {"amx_tile", "amx_bf16"}, 2, cpu_vendor=INTEL)
+# AVX-512 BF16 without AMX: bfloat16 trained slower on the Xeon, faster on the EPYC.
+XEON_WITHOUT_AMX = DeviceFacts("Intel Xeon", AVX512_BF16, 2, cpu_vendor=INTEL)
+EPYC_WITH_BF16 = DeviceFacts("AMD EPYC", AVX512_BF16, 2, cpu_vendor=AMD)
+OLDER_EPYC = DeviceFacts("AMD EPYC", frozenset({"avx2", "fma"}), 2, cpu_vendor=AMD)
+OLDER_CPU = DeviceFacts("Intel Core", frozenset({"sse2", "avx2", "fma"}), 2, cpu_vendor=INTEL)
+UNKNOWN_VENDOR = DeviceFacts("x86", AVX512_BF16, 2)  # no vendor_id: no AMD rule
 NO_FLAGS = DeviceFacts("arm64", frozenset(), 8)  # macOS: no /proc/cpuinfo
 
 
@@ -32,12 +38,15 @@ def gpu(*capabilities):
     ("facts", "policy", "named"),
     [
         (AMX, "mixed_bfloat16", "amx_bf16"),
-        (AVX512_BF16_ONLY, "float32", "may be faster here"),  # says what to try
+        (EPYC_WITH_BF16, "mixed_bfloat16", "AMD CPU with avx512_bf16"),
+        (XEON_WITHOUT_AMX, "float32", "slower than float32 on such an Intel Xeon"),
+        (UNKNOWN_VENDOR, "float32", "not AMD"),
+        (OLDER_EPYC, "float32", "without AMX"),
         (OLDER_CPU, "float32", "without AMX"),
         (NO_FLAGS, "float32", "unknown"),
     ],
 )
-def test_cpus_get_bfloat16_only_with_amx(facts, policy, named):
+def test_cpus_get_bfloat16_only_where_it_trained_faster(facts, policy, named):
     choice = hardware.choose_precision(facts)
     assert choice.policy == policy
     assert named in choice.reason
@@ -70,7 +79,9 @@ def test_the_weakest_gpu_decides_and_an_unknown_capability_means_float32():
     assert unknown.policy == "float32" and "unknown" in unknown.reason
 
 
-@pytest.mark.parametrize("facts", [AMX, AVX512_BF16_ONLY, NO_FLAGS, gpu((8, 0)), gpu((6, 1))])
+@pytest.mark.parametrize(
+    "facts", [AMX, EPYC_WITH_BF16, XEON_WITHOUT_AMX, NO_FLAGS, gpu((8, 0)), gpu((6, 1))]
+)
 @pytest.mark.parametrize("policy", [p for p in PRECISIONS if p != "auto"])
 def test_an_explicit_precision_always_wins(facts, policy):
     choice = hardware.resolve_precision(policy, facts)
@@ -78,10 +89,10 @@ def test_an_explicit_precision_always_wins(facts, policy):
 
 
 def test_auto_on_a_resumed_experiment_keeps_its_policy():
-    resumed = hardware.resolve_precision("auto", AVX512_BF16_ONLY, trained_with="mixed_bfloat16")
+    resumed = hardware.resolve_precision("auto", XEON_WITHOUT_AMX, trained_with="mixed_bfloat16")
     assert resumed.policy == "mixed_bfloat16" and "resumed" in resumed.reason
-    fresh = hardware.resolve_precision("auto", AVX512_BF16_ONLY, trained_with=None)
-    assert fresh == hardware.choose_precision(AVX512_BF16_ONLY)
+    fresh = hardware.resolve_precision("auto", XEON_WITHOUT_AMX, trained_with=None)
+    assert fresh == hardware.choose_precision(XEON_WITHOUT_AMX)
     # Asking for another policy is passed on (and refused by check_resumable).
     other = hardware.resolve_precision("float32", AMX, trained_with="mixed_bfloat16")
     assert other.policy == "float32"
@@ -95,7 +106,7 @@ def test_auto_on_a_resumed_experiment_keeps_its_policy():
     [
         (AMX, {}, 1),  # the BiLSTM's two directions already fill both cores
         (DeviceFacts("x", AMX.cpu_flags, 1), {}, 1),
-        (AVX512_BF16_ONLY, {}, 1),  # measured to help on an idle EPYC without AMX too
+        (EPYC_WITH_BF16, {}, 1),  # measured to help on an idle EPYC without AMX too
         (DeviceFacts("x", frozenset(), 2), {}, 1),  # whatever the flags
         (NO_FLAGS, {}, None),  # 8 cores
         (DeviceFacts("x", AMX.cpu_flags, 4), {}, None),  # larger machines keep TF's choice
@@ -111,19 +122,22 @@ def test_one_thread_per_op_only_on_small_cpu_only_machines(facts, environment, e
 
 
 def test_cpuinfo_flags_and_name_are_read_on_x86_and_arm(tmp_path):
-    x86 = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx512_bf16 amx_bf16\n"
-    x86 += "processor\t: 1\nmodel name\t: Intel Xeon\nflags\t\t: fpu\n"
+    x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon\n"
+    x86 += "flags\t\t: fpu avx512_bf16 amx_bf16\n"
+    x86 += "processor\t: 1\nvendor_id\t: Other\nmodel name\t: Intel Xeon\nflags\t\t: fpu\n"
     assert hardware.parse_cpuinfo(x86) == (
         "Intel Xeon",
+        "GenuineIntel",
         frozenset({"fpu", "avx512_bf16", "amx_bf16"}),
     )
     arm = "processor\t: 0\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd bf16\n"
-    assert hardware.parse_cpuinfo(arm) == ("", frozenset({"fp", "asimd", "bf16"}))
+    assert hardware.parse_cpuinfo(arm) == ("", "", frozenset({"fp", "asimd", "bf16"}))
 
     path = tmp_path / "cpuinfo"
     path.write_text(x86)
     facts = hardware.read_device_facts(path)
     assert facts.cpu_name == "Intel Xeon" and "amx_bf16" in facts.cpu_flags
+    assert facts.cpu_vendor == "GenuineIntel"
     assert facts.cpu_cores >= 1
     assert hardware.read_device_facts(tmp_path / "missing").cpu_flags == frozenset()
 
@@ -141,9 +155,10 @@ def train_arguments(*argv):
     ("flags", "facts", "expected"),
     [
         ((), AMX, "mixed_bfloat16"),  # the default is auto
-        ((), AVX512_BF16_ONLY, "float32"),
+        ((), XEON_WITHOUT_AMX, "float32"),
+        ((), EPYC_WITH_BF16, "mixed_bfloat16"),
         (("--precision", "float32"), AMX, "float32"),
-        (("--precision", "mixed_bfloat16"), AVX512_BF16_ONLY, "mixed_bfloat16"),
+        (("--precision", "mixed_bfloat16"), XEON_WITHOUT_AMX, "mixed_bfloat16"),
         (("--set", "train.precision=mixed_float16"), AMX, "mixed_float16"),
     ],
 )
@@ -181,8 +196,8 @@ def test_training_records_the_choice_and_a_resumed_run_keeps_it(
     assert record["precision"] == "mixed_bfloat16" and "amx_bf16" in record["precision_reason"]
     assert record["runs"][0]["device"]["cpu_flags"] == ["amx_bf16", "avx512_bf16"]
 
-    # Resumed on a machine without AMX: auto keeps the experiment's policy...
-    monkeypatch.setattr(hardware, "read_device_facts", lambda: AVX512_BF16_ONLY)
+    # Resumed on a machine where auto would pick float32: it keeps the policy...
+    monkeypatch.setattr(hardware, "read_device_facts", lambda: OLDER_EPYC)
     run = train_lib.TrainingRun(config, exp_dir)
     run.setup()
     assert run.config.train.precision == "mixed_bfloat16"
@@ -235,9 +250,10 @@ def demo_without_stages(tmp_path, monkeypatch):
     ("argv", "facts", "expected"),
     [
         ((), AMX, "mixed_bfloat16"),
-        ((), AVX512_BF16_ONLY, "float32"),
+        ((), XEON_WITHOUT_AMX, "float32"),
+        ((), EPYC_WITH_BF16, "mixed_bfloat16"),
         (("--precision", "float32"), AMX, "float32"),
-        (("--precision", "mixed_bfloat16"), AVX512_BF16_ONLY, "mixed_bfloat16"),
+        (("--precision", "mixed_bfloat16"), XEON_WITHOUT_AMX, "mixed_bfloat16"),
     ],
 )
 def test_demo_summary_records_the_precision_used(

@@ -76,7 +76,8 @@ DEFAULT_EXTRA_UTTERANCES = 3000
 # (RESULTS.md, "Session 5: rare words said again by other voices").
 EXTRA_MAX_REPEATS = 8
 # Chosen for the machine when training starts (`hardware.choose_precision`):
-# mixed_bfloat16 on CPUs with AMX, mixed_float16 on GPUs with tensor cores, else float32.
+# mixed_bfloat16 on CPUs with AMX and AMD CPUs with AVX-512 BF16, mixed_float16 on GPUs
+# with tensor cores, else float32.
 DEFAULT_PRECISION = "auto"
 # The BiLSTM's step is bound by its recurrence, not the batch: a batch of 16 costs
 # little more than half a batch of 32, so the budget buys nearly twice the updates,
@@ -864,8 +865,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default=DEFAULT_PRECISION,
-        help="training precision; auto: mixed_bfloat16 on CPUs with AMX (no faster than "
-        "float32 on CPUs without), mixed_float16 on GPUs with tensor cores, else float32",
+        help="training precision; auto: mixed_bfloat16 on CPUs with AMX and on AMD CPUs "
+        "with AVX-512 BF16 (where it trained faster), mixed_float16 on GPUs with tensor "
+        "cores, else float32",
     )
     parser.add_argument(
         "--generate",
