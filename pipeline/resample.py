@@ -42,7 +42,6 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     )
 
 
-
 def resample_tf(
     waveform: tf.Tensor,
     orig_rate: int | tf.Tensor,

@@ -138,6 +138,7 @@ def _find_wav_chunks(data: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, tf.Te
 
 def _wav_samples(payload: tf.Tensor, code: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
     """Interleaved samples of a WAV data chunk as float32 in [-1, 1]: ``[n]``."""
+
     def pcm(dtype, scale):
         return lambda: tf.cast(tf.io.decode_raw(payload, dtype), tf.float32) / scale
 

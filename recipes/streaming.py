@@ -135,9 +135,7 @@ class StreamingStep(tf.Module):
         self.normalizer = model.get_layer("normalizer")
         self.time_reduction = model.get_layer("time_reduction")
         self.lstm_layers = list(model.get_layer("encoder").lstm_layers)
-        self.lookahead = (
-            model.get_layer("lookahead") if model_config.lookahead_frames else None
-        )
+        self.lookahead = model.get_layer("lookahead") if model_config.lookahead_frames else None
         self.head = model.get_layer("ctc_head")
         self.state_signature = self._state_signature()
         self.compiled_step = tf.function(
@@ -311,9 +309,7 @@ class StreamingStep(tf.Module):
 
     def _skip_lstms(self, state: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         units = self.model_config.lstm_units
-        kept = {
-            name: tf.identity(state[name]) for name in state if name.startswith("lstm_")
-        }
+        kept = {name: tf.identity(state[name]) for name in state if name.startswith("lstm_")}
         return {"outputs": tf.zeros([1, 0, units], tf.float32), **kept}
 
     def _look_ahead(self, x: tf.Tensor, state: dict[str, tf.Tensor], final: bool) -> tf.Tensor:
@@ -352,9 +348,7 @@ def greedy_continuation(
     best = tf.argmax(log_probs[0], axis=-1, output_type=tf.int32)  # [t]
     previous = tf.concat([tf.reshape(tf.cast(last_token, tf.int32), [1]), best[:-1]], 0)  # [t]
     emitted = tf.logical_and(tf.not_equal(best, blank_id), tf.not_equal(best, previous))
-    new_last = tf.cond(
-        tf.size(best) > 0, lambda: best[-1], lambda: tf.cast(last_token, tf.int32)
-    )
+    new_last = tf.cond(tf.size(best) > 0, lambda: best[-1], lambda: tf.cast(last_token, tf.int32))
     return tf.boolean_mask(best, emitted), new_last
 
 
@@ -489,8 +483,7 @@ def checked_chunk(samples: Any) -> np.ndarray:
     array = np.asarray(samples)
     if array.dtype not in ACCEPTED_DTYPES:
         raise ValueError(
-            "Audio chunks must be int16, float32 or float64 samples. "
-            f"Received: dtype={array.dtype}"
+            f"Audio chunks must be int16, float32 or float64 samples. Received: dtype={array.dtype}"
         )
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise ValueError(

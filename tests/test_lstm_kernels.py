@@ -132,15 +132,11 @@ def test_fused_backward_matches_autodiff_with_recurrent_dropout_and_mask(rng, tr
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL)
 
 
-
-
 def test_cell_dtype_is_float32_under_half_precision():
     assert cell_dtype("bfloat16") == tf.float32
     assert cell_dtype(tf.float16) == tf.float32
     assert cell_dtype("float32") == tf.float32
     assert cell_dtype("float64") == tf.float64
-
-
 
 
 @pytest.mark.parametrize("masked", [False, True])
