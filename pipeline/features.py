@@ -471,6 +471,11 @@ def _masked_moments(
     return mean, variance, mask
 
 
+#: `FeatureNormalizer` modes: per utterance, corpus statistics, or corpus statistics
+#: and the utterance's mean so far (causal).
+NORMALIZATION_MODES = ("utterance", "global", "running")
+
+
 @keras.saving.register_keras_serializable(package="stenograph")
 class FeatureNormalizer(keras.layers.Layer):
     """Mean/variance normalisation of features, padded frames kept at zero.
@@ -479,13 +484,20 @@ class FeatureNormalizer(keras.layers.Layer):
     ``mode="global"`` uses corpus statistics stored as non-trainable weights (so they
     are saved with, and exported with, the model); set them with ``mean``/``std`` at
     construction or :meth:`set_statistics` (see :func:`compute_global_stats`).
+    ``mode="running"`` normalises with the corpus statistics, then subtracts the
+    utterance's mean *so far* (:meth:`running`): frame ``t`` reads frames ``0..t``
+    only, so it streams, yet like ``"utterance"`` it removes a voice's or channel's
+    constant offset once heard. The corpus mean counts as ``prior_frames`` frames, so
+    the first frames are not normalised by themselves alone.
 
     Args:
-        mode: ``"utterance"`` or ``"global"``.
+        mode: ``"utterance"``, ``"global"`` or ``"running"``.
         num_features: Feature size; inferred at build time if omitted.
-        mean: Initial global mean [F] (``mode="global"``).
-        std: Initial global standard deviation [F] (``mode="global"``).
+        mean: Initial corpus mean [F] (``mode="global"`` or ``"running"``).
+        std: Initial corpus standard deviation [F] (``mode="global"`` or ``"running"``).
         epsilon: Added to the standard deviation before dividing.
+        prior_frames: Weight of the corpus mean in the running mean, in frames
+            (``mode="running"``).
         **kwargs: Base ``keras.layers.Layer`` arguments.
     """
 
@@ -496,15 +508,20 @@ class FeatureNormalizer(keras.layers.Layer):
         mean: Iterable[float] | None = None,
         std: Iterable[float] | None = None,
         epsilon: float = 1e-5,
+        prior_frames: float = 100.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if mode not in ("utterance", "global"):
+        if mode not in NORMALIZATION_MODES:
             raise ValueError(
-                f"FeatureNormalizer mode must be 'utterance' or 'global'. Received: mode={mode!r}"
+                f"FeatureNormalizer mode must be one of {NORMALIZATION_MODES}. "
+                f"Received: mode={mode!r}"
             )
+        if prior_frames <= 0:
+            raise ValueError(f"prior_frames must be > 0. Received: prior_frames={prior_frames}")
         self.mode = mode
+        self.prior_frames = float(prior_frames)
         self.num_features = num_features
         self.initial_mean = None if mean is None else [float(v) for v in np.asarray(mean).ravel()]
         self.initial_std = None if std is None else [float(v) for v in np.asarray(std).ravel()]
@@ -513,7 +530,7 @@ class FeatureNormalizer(keras.layers.Layer):
             self.num_features = len(self.initial_mean)
 
     def build(self, features_shape: Any, frame_lengths_shape: Any = None) -> None:
-        """Creates the global statistics weights (``mode="global"``)."""
+        """Creates the corpus statistics weights (``mode="global"`` or ``"running"``)."""
         size = self.num_features or features_shape[-1]
         if size is None:
             raise ValueError(
@@ -521,7 +538,7 @@ class FeatureNormalizer(keras.layers.Layer):
                 f"features_shape={features_shape}, num_features={self.num_features}"
             )
         self.num_features = int(size)
-        if self.mode == "global":
+        if self.mode != "utterance":
             mean = self.initial_mean or [0.0] * self.num_features
             std = self.initial_std or [1.0] * self.num_features
             self.mean = self.add_weight(
@@ -540,8 +557,10 @@ class FeatureNormalizer(keras.layers.Layer):
 
     def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Stores global statistics [F] in the layer's weights."""
-        if self.mode != "global":
-            raise ValueError(f"set_statistics needs mode='global'. Received: mode={self.mode!r}")
+        if self.mode == "utterance":
+            raise ValueError(
+                f"set_statistics needs mode='global' or 'running'. Received: mode={self.mode!r}"
+            )
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         if not self.built:
             self.num_features = self.num_features or mean.shape[-1]
@@ -562,10 +581,54 @@ class FeatureNormalizer(keras.layers.Layer):
         if self.mode == "utterance":
             mean, variance, mask = _masked_moments(features, frame_lengths)
             return (features - mean) / (tf.sqrt(variance) + self.epsilon) * mask
+        if self.mode == "running":
+            batch = tf.shape(features)[0]
+            no_sum, no_count = tf.zeros([batch, self.num_features]), tf.zeros([batch], tf.int32)
+            return self.running(features, frame_lengths, no_sum, no_count)[0]
+        return self._standardised(features, frame_lengths)
+
+    def _standardised(self, features: tf.Tensor, frame_lengths: tf.Tensor) -> tf.Tensor:
+        """Corpus statistics applied to `features[B,T,F]`; padding stays zero."""
         mask = sequence_mask(frame_lengths, tf.shape(features)[1])[:, :, None]  # [B, T, 1]
         mean = tf.cast(self.mean, tf.float32)[None, None, :]  # [1, 1, F]
         std = tf.cast(self.std, tf.float32)[None, None, :]  # [1, 1, F]
         return (features - mean) / (std + self.epsilon) * mask
+
+    def running(
+        self,
+        features: tf.Tensor,
+        frame_lengths: tf.Tensor,
+        carried_sum: tf.Tensor,
+        carried_count: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``mode="running"`` on frames that continue earlier ones (a stream's chunk).
+
+        With ``z`` the frames under the corpus statistics, frame ``t`` becomes
+        ``z[t] - sum(z[..t]) / (prior_frames + count(..t))``, the sums and counts
+        including the ``carried_count`` earlier frames, whose ``z`` add up to
+        ``carried_sum`` (zeros at the start of an utterance). Working on ``z``
+        rather than the raw features keeps the sums small, so a long stream's
+        float32 running sum stays exact enough.
+
+        Args:
+            features: ``[B, T, F]`` new frames.
+            frame_lengths: ``[B]`` valid new frames per row.
+            carried_sum: ``[B, F]`` sum of ``z`` over the earlier frames.
+            carried_count: ``[B]`` int32, how many earlier frames.
+
+        Returns:
+            ``(normalised [B, T, F], new_sum [B, F], new_count [B])``.
+        """
+        features = tf.cast(features, tf.float32)
+        frame_lengths = tf.cast(frame_lengths, tf.int32)
+        z = self._standardised(features, frame_lengths)  # [B, T, F], zero on padding
+        sums = carried_sum[:, None, :] + tf.cumsum(z, axis=1)  # [B, T, F]
+        steps = tf.range(1, tf.shape(z)[1] + 1)[None, :]  # [1, T]
+        counts = tf.cast(carried_count[:, None] + steps, tf.float32)  # [B, T]
+        mask = sequence_mask(frame_lengths, tf.shape(z)[1])[:, :, None]  # [B, T, 1]
+        normalised = (z - sums / (self.prior_frames + counts[:, :, None])) * mask
+        new_sum = carried_sum + tf.reduce_sum(z, axis=1)  # [B, F]
+        return normalised, new_sum, carried_count + frame_lengths
 
     def compute_output_shape(self, features_shape: Any, frame_lengths_shape: Any = None) -> Any:
         """Same shape as the features."""
@@ -580,6 +643,7 @@ class FeatureNormalizer(keras.layers.Layer):
             "mean": self.initial_mean,
             "std": self.initial_std,
             "epsilon": self.epsilon,
+            "prior_frames": self.prior_frames,
         }
 
 

@@ -122,19 +122,39 @@ class ConvSubsampling(keras.layers.Layer):
             freq, channels = math.ceil(freq / 2), self.channels
 
     def call(self, x: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Convolves `x[B,T,F]` and returns `(features, reduced_lengths)`."""
+        """Convolves `x[B,T,F]` and returns `(features, reduced_lengths)`.
+
+        Output step `t` of a convolution reads input steps `2t-1 .. 2t+1`, so after
+        the last one output `t` reads frames `k*t-(k-1) .. k*t+(k-1)`: no frame
+        past its own block of `k`, the same right edge as stacking `k` frames. That
+        is what lets a causal model stream through it (`recipes.streaming`).
+        """
         x = x[..., tf.newaxis]  # [B, T, F, 1]
-        for conv in self.convolutions:
+        for index in range(self.num_layers):
             # Explicit one-step padding on both sides with "valid" convolution: the
             # windows sit at the same place whatever the batch's padded length
             # ("same" padding would shift them with the parity of T).
-            x = tf.pad(zero_padding(x, lengths), [[0, 0], [1, 1], [1, 1], [0, 0]])
-            x = conv(x)  # [B, ceil(T/2), ceil(F/2), channels]
+            x = tf.pad(zero_padding(x, lengths), [[0, 0], [1, 1], [0, 0], [0, 0]])
+            x = self.convolve(index, x)  # [B, ceil(T/2), ceil(F/2), channels]
             lengths = reduced_lengths(lengths, 2)
-        x = zero_padding(x, lengths)
+        return self.flatten(zero_padding(x, lengths)), lengths
+
+    def convolve(self, index: int, x: tf.Tensor) -> tf.Tensor:
+        """Convolution `index` over time-padded `x[B,T,F,C]`, valid in time.
+
+        Frequency gets its one-bin padding here; time is the caller's to pad (the
+        offline pass pads both ends, a stream carries its left context instead).
+
+        Returns:
+            `[B, (T - 1) // 2, ceil(F/2), channels]` (T >= 3).
+        """
+        x = tf.pad(x, [[0, 0], [0, 0], [1, 1], [0, 0]])  # [B, T, F + 2, C]
+        return self.convolutions[index](x)
+
+    def flatten(self, x: tf.Tensor) -> tf.Tensor:
+        """Channels into features: `[B, T, F', C]` -> `[B, T, F'*C]`."""
         shape = tf.shape(x)
-        x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * self.channels])  # [B, T', F'*C]
-        return x, lengths
+        return tf.reshape(x, [shape[0], shape[1], x.shape[2] * self.channels])  # [B, T, F'*C]
 
     def compute_output_spec(self, x: Any, lengths: Any) -> tuple[Any, Any]:
         """Symbolic output shapes for the functional API."""

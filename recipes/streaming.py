@@ -4,7 +4,7 @@ Two levels:
 
 - `StreamingStep` (TensorFlow alone, exportable): one chunk of samples at the model's
   rate and the carried state in, the new CTC log-probabilities and the new state out. It runs the
-  model's own layers (normaliser, frame stacking, forward LSTMs, lookahead, CTC head)
+  model's own layers (normaliser, time reduction, forward LSTMs, lookahead, CTC head)
   and computes features with `pipeline.features.compute_features`, so streaming and
   the offline pass share their code and differ only in where the audio is cut.
 - `StreamingRecognizer` / `Stream` (Python): feed chunks of any size, rate and
@@ -24,15 +24,17 @@ Two levels:
 What the state carries between chunks (`StreamingStep.state_signature`): the
 pre-emphasised samples not yet covered by a whole STFT window (the stream starts
 with the centred frames' left padding in it; `finish` appends the right padding),
-the last raw sample (pre-emphasis), feature frames waiting to fill a stack,
-each LSTM layer's h and c, LSTM outputs waiting for their lookahead, and the number
-of CTC frames emitted. The Python stream adds the greedy decoder's prefix state
-(the last frame's best token) and the open segment's alignment.
+the last raw sample (pre-emphasis), a running normaliser's sum and count of frames,
+the time reduction's waiting inputs (feature frames waiting to fill a stack, or each
+strided convolution's inputs waiting for a whole window, with its left padding at
+the start), each LSTM layer's h and c, LSTM outputs waiting for their lookahead, and
+the number of CTC frames emitted. The Python stream adds the greedy decoder's prefix
+state (the last frame's best token) and the open segment's alignment.
 
 A CTC frame comes out once its last feature frame's window and its lookahead have
-arrived: `recipes.model.algorithmic_latency_seconds` (92.5 ms for the "streaming"
-preset: 60 ms lookahead, 20 ms for the rest of the stack, 12.5 ms half window),
-plus however long a chunk is.
+arrived: `recipes.model.algorithmic_latency_seconds` (122.5 ms for the "streaming"
+preset: 80 ms lookahead, 30 ms for the rest of the 4-frame block, 12.5 ms half
+window), plus however long a chunk is.
 """
 
 from __future__ import annotations
@@ -168,13 +170,12 @@ class StreamingStep(tf.Module):
 
     def _state_signature(self) -> dict[str, tf.TensorSpec]:
         config, units = self.feature_config, self.model_config.lstm_units
-        k = self.model_config.reduction_factor
         specs = {
             "stft_samples": ([1, config.frame_length], tf.float32),
             "stft_sample_count": ([], tf.int32),
             "preemphasis_sample": ([1, 1], tf.float32),
-            "stack_frames": ([1, k, config.num_features], tf.float32),
-            "stack_frame_count": ([], tf.int32),
+            **self._normalizer_state_specs(),
+            **self._reduction_state_specs(),
         }
         for index in range(len(self.lstm_layers)):
             specs[f"lstm_h_{index}"] = ([1, units], tf.float32)
@@ -187,12 +188,52 @@ class StreamingStep(tf.Module):
             name: tf.TensorSpec(shape, dtype, name=name) for name, (shape, dtype) in specs.items()
         }
 
+    def _normalizer_state_specs(self) -> dict[str, tuple[list[int], tf.DType]]:
+        """A running normaliser carries the sum of its normalised frames and their count."""
+        if self.normalizer.mode != "running":
+            return {}
+        return {
+            "normalizer_sum": ([1, self.feature_config.num_features], tf.float32),
+            "normalizer_count": ([], tf.int32),
+        }
+
+    def _reduction_state_specs(self) -> dict[str, tuple[list[int], tf.DType]]:
+        """What the time reduction carries between chunks.
+
+        Frames waiting for a whole stack, or the inputs waiting for each strided
+        convolution's next whole window (at most 2 steps each).
+        """
+        num_features = self.feature_config.num_features
+        if not self._convolving:
+            k = self.model_config.reduction_factor
+            return {
+                "stack_frames": ([1, k, num_features], tf.float32),
+                "stack_frame_count": ([], tf.int32),
+            }
+        specs = {}
+        freq, channels = num_features, 1
+        for index in range(self.time_reduction.num_layers):
+            specs[f"conv_frames_{index}"] = ([1, 2, freq, channels], tf.float32)
+            specs[f"conv_frame_count_{index}"] = ([], tf.int32)
+            freq, channels = math.ceil(freq / 2), self.time_reduction.channels
+        return specs
+
+    @property
+    def _convolving(self) -> bool:
+        return self.model_config.reduction == "conv"
+
     def initial_state(self) -> dict[str, tf.Tensor]:
-        """The state before the first sample: zeros, plus the centred frames' left padding."""
+        """The state before the first sample: zeros, plus the left paddings.
+
+        The centred frames' left padding and each convolution's one step of left
+        padding are known at the start: they are already there.
+        """
         signature = self.state_signature
         state = {name: tf.zeros(spec.shape, spec.dtype) for name, spec in signature.items()}
-        # The left padding of centred frames is known at the start: it is already there.
         state["stft_sample_count"] = tf.constant(self.edge_padding, tf.int32)
+        if self._convolving:
+            for index in range(self.time_reduction.num_layers):
+                state[f"conv_frame_count_{index}"] = tf.constant(1, tf.int32)
         return state
 
     # ------------------------------------------------------------------ step
@@ -225,7 +266,11 @@ class StreamingStep(tf.Module):
             return None
         config, k = self.feature_config, self.model_config.reduction_factor
         frames = num_frames(config.frame_length - 1 + num_samples, self.window_config)
-        return max(1, (k - 1 + frames) // k)
+        if not self._convolving:
+            return max(1, (k - 1 + frames) // k)
+        for _ in range(self.time_reduction.num_layers):
+            frames = (2 + frames - 1) // 2  # 2 carried steps at most, then whole windows
+        return max(1, frames)
 
     def finish(self, state: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """Ends the stream: right padding of the last STFT frames, flush of every wait.
@@ -245,7 +290,7 @@ class StreamingStep(tf.Module):
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         state = dict(state)
         features = self._new_features(emphasised, state)  # [1, n, F]
-        stacked = self._stack(features, state, final)  # [1, m, k*F]
+        stacked = self._reduce(features, state, final)  # [1, m, D]
         encoded = tf.cond(
             tf.shape(stacked)[1] > 0,
             lambda: self._run_lstms(stacked, state, max_steps),
@@ -270,7 +315,52 @@ class StreamingStep(tf.Module):
         rest = samples[:, count * config.frame_step :]  # [1, < frame_length]
         state["stft_samples"] = _pad_time_to(rest, config.frame_length)
         state["stft_sample_count"] = tf.shape(rest)[1]
-        return self.normalizer(features, tf.reshape(count, [1]))  # [1, frames, F]
+        lengths = tf.reshape(count, [1])  # [1]
+        if self.normalizer.mode != "running":
+            return self.normalizer(features, lengths)  # [1, frames, F]
+        normalised, total, frames = self.normalizer.running(
+            features, lengths, state["normalizer_sum"], tf.reshape(state["normalizer_count"], [1])
+        )
+        state["normalizer_sum"], state["normalizer_count"] = total, frames[0]
+        return normalised  # [1, frames, F]
+
+    def _reduce(self, features: tf.Tensor, state: dict[str, tf.Tensor], final: bool) -> tf.Tensor:
+        """The time reduction's new output steps `[1, m, D]` from new frames `[1, n, F]`."""
+        if self._convolving:
+            return self._convolve(features, state, final)
+        return self._stack(features, state, final)
+
+    def _convolve(self, features: tf.Tensor, state: dict[str, tf.Tensor], final: bool) -> tf.Tensor:
+        """Each strided convolution's whole windows; at the end, its right padding too.
+
+        A convolution's output `t` reads input steps `2t-1 .. 2t+1`; each carries
+        the inputs its next window starts with (at the start, the zero step of left
+        padding), as the offline pass pads one zero step on each side.
+        """
+        x = tf.expand_dims(features, -1)  # [1, n, F, 1]
+        for index in range(self.time_reduction.num_layers):
+            frames_name, count_name = f"conv_frames_{index}", f"conv_frame_count_{index}"
+            waiting = state[frames_name][:, : state[count_name]]  # [1, w, F_i, C_i]
+            frames = tf.concat([waiting, x], axis=1)  # [1, w + n, F_i, C_i]
+            if final:
+                frames = tf.pad(frames, [[0, 0], [0, 1], [0, 0], [0, 0]])  # right padding
+            steps = tf.maximum((tf.shape(frames)[1] - 1) // 2, 0)  # whole windows
+            window = frames[:, : 2 * steps + 1]  # [1, 2*steps + 1, F_i, C_i]
+            # A window too short for one output still goes through the convolution
+            # (zero-padded to 3 steps, its output dropped), so no branch is needed.
+            short = tf.maximum(3 - tf.shape(window)[1], 0)
+            window = tf.pad(window, [[0, 0], [0, short], [0, 0], [0, 0]])
+            # A reshape restates the sizes a computed padding hides: TFLite's builtin
+            # convolution needs the channels known.
+            window = tf.reshape(window, [1, -1, *waiting.shape[2:]])  # [1, >= 3, F_i, C_i]
+            x = self.time_reduction.convolve(index, window)[:, :steps]  # [1, steps, F_i+1, C]
+            x = tf.cast(x, tf.float32)  # the carried state is float32 under any policy
+            rest = frames[:, 2 * steps :]  # [1, <= 2, F_i, C_i]
+            if final:
+                rest = rest[:, :0]
+            state[frames_name] = _pad_time_to(rest, 2)
+            state[count_name] = tf.shape(rest)[1]
+        return self.time_reduction.flatten(x)  # [1, m, F'*C]
 
     def _stack(self, features: tf.Tensor, state: dict[str, tf.Tensor], final: bool) -> tf.Tensor:
         """Whole stacks of `k` frames (and at the end, the last partial one zero-padded)."""

@@ -695,7 +695,7 @@ class TrainingRun:
         self.data_report.add(dataclasses.replace(problem, item_id=problem.label))
 
     def _initialise_normalizer(self) -> None:
-        if self.config.model.normalization != "global":
+        if self.config.model.normalization == "utterance":
             return
         # Statistics from (up to) 200 batches of training features; the layer keeps
         # them as weights so checkpoints, exports and evaluation carry them.

@@ -265,6 +265,39 @@ def test_utterance_normalisation_is_masked(rng):
     assert np.all(out[0, 30:] == 0.0)
 
 
+def test_running_normalisation_fixed_numbers():
+    # Corpus mean 1 and std 2 give z = (x - 1) / 2; the corpus mean weighs one frame.
+    normalizer = FeatureNormalizer(
+        mode="running", mean=[1.0], std=[2.0], epsilon=0.0, prior_frames=1
+    )
+    x = np.array([[[5.0], [9.0], [1.0], [77.0]]], np.float32)  # [1, 4, 1]; frame 3 is padding
+    out = normalizer(x, np.array([3], np.int32)).numpy().ravel()
+    # z = 2, 4, 0: z[t] - sum(z[..t]) / (1 + t + 1) = 2 - 2/2, 4 - 6/3, 0 - 6/4
+    np.testing.assert_allclose(out, [1.0, 2.0, -1.5, 0.0])
+
+
+def test_running_normalisation_continues_across_chunks(rng):
+    """Frames normalised in pieces, carrying the sum and count, equal the whole at once
+    (that is how a stream uses it), and a constant offset fades as frames are heard."""
+    normalizer = FeatureNormalizer(
+        mode="running", mean=rng.normal(size=6), std=rng.uniform(1, 2, 6)
+    )
+    features = rng.normal(7.0, 1.0, (1, 700, 6)).astype(np.float32)  # a voice offset by 7
+    whole = normalizer(features, np.array([700], np.int32)).numpy()
+    total, count, pieces = tf.zeros([1, 6]), tf.zeros([1], tf.int32), []
+    for begin, end in [(0, 1), (1, 50), (50, 51), (51, 700)]:
+        out, total, count = normalizer.running(features[:, begin:end], [end - begin], total, count)
+        pieces.append(out.numpy())
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, atol=1e-5)
+    assert int(count[0]) == 700
+    # The offset z carries under the corpus statistics alone, mostly gone 6 s later
+    # (the corpus mean's 100 frames weigh 1/7 of the mean by then).
+    offset = (7.0 - normalizer.mean.numpy()) / normalizer.std.numpy()
+    assert np.all(np.abs(whole[0, 600:].mean(axis=0)) < 0.3 * np.abs(offset))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        FeatureNormalizer(mode="causal")
+
+
 def test_global_stats_streaming_matches_numpy(rng):
     batches, valid = [], []
     for _ in range(7):

@@ -12,14 +12,16 @@ from stenograph.recipes.model import is_causal
 from stenograph.recipes.spoken_commands import recipe
 
 
-def test_streaming_variant_is_causal_with_global_statistics_and_the_recipes_data():
+def test_streaming_variant_is_causal_with_the_recipes_front_end_and_data():
     base = ExperimentConfig(model=model_preset("small")).override(recipe.CONFIG_OVERRIDES)
     assert not is_causal(base.model)
     variant = recipe.streaming_variant(base)
     assert is_causal(variant.model)
     assert variant.model.direction == "forward"
-    assert variant.model.normalization == "global"
-    assert variant.model.reduction == "stack"  # not the recipe's convolutions
+    assert variant.model.normalization == model_preset("streaming").normalization
+    # The recipe's convolutions stream too (their right edge is their own block).
+    assert (variant.model.reduction, variant.model.reduction_factor) == ("conv", 4)
+    assert variant.model.conv_channels == base.model.conv_channels == 16
     assert variant.model.dropout == base.model.dropout
     assert variant.data == base.data and variant.train == base.train
     assert variant.features == base.features

@@ -217,7 +217,7 @@ def graph_ops(concrete):
     return {node.op for node in nodes}
 
 
-@pytest.mark.parametrize("size, chunks", [(1, 480), (399, 12), (2561, 5)])
+@pytest.mark.parametrize("size, chunks", [(1, 960), (399, 12), (2561, 5)])
 def test_a_fixed_size_step_unrolls_its_lstms_and_matches_the_dynamic_step(
     causal_experiment, size, chunks
 ):
@@ -246,7 +246,9 @@ def test_a_fixed_size_step_unrolls_its_lstms_and_matches_the_dynamic_step(
         frames += got.shape[1]
     assert frames > 0, "the chunks should have produced CTC frames"
     for name in state:
-        np.testing.assert_allclose(state[name].numpy(), expected_state[name].numpy(), atol=1e-4)
+        # rtol: the running normaliser's sum grows with the stream (thousands here).
+        got, expected = state[name].numpy(), expected_state[name].numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4, err_msg=name)
 
 
 def test_stream_tflite_step_matches_the_savedmodels_stream_step(
@@ -282,16 +284,17 @@ def test_stream_tflite_step_matches_the_savedmodels_stream_step(
         state = {name: expected[name] for name in state}
         tflite_state = {name: got[name] for name in model_state}
     for name in model_state:
-        np.testing.assert_allclose(tflite_state[name], state[name].numpy(), atol=1e-4)
+        expected = state[name].numpy()  # rtol: the running normaliser's sum is large
+        np.testing.assert_allclose(tflite_state[name], expected, rtol=1e-6, atol=1e-4, err_msg=name)
 
 
-def test_chunks_up_to_1_9_s_unroll_as_the_readme_says(causal_experiment):
+def test_chunks_up_to_2_56_s_unroll_as_the_readme_says(causal_experiment):
     from stenograph.layers.lstm_kernels import MAX_UNROLLED_STEPS
     from stenograph.recipes.streaming import streaming_step_for
 
     step = streaming_step_for(causal_experiment)
     features = step.feature_config
-    for chunk_ms, unrolled in ((1900, True), (2000, False)):
+    for chunk_ms, unrolled in ((2560, True), (2570, False)):
         chunk = export_lib.stream_chunk_samples(features, chunk_ms)
         assert (step.max_lstm_steps(chunk) <= MAX_UNROLLED_STEPS) == unrolled, chunk_ms
     assert step.max_lstm_steps(1) == 1 and step.max_lstm_steps(None) is None

@@ -188,13 +188,17 @@ def commands_config(
 def streaming_variant(config: ExperimentConfig) -> ExperimentConfig:
     """`--streaming`: the same recipe with the causal "streaming" model preset.
 
-    Forward LSTMs with a short lookahead over stacked frames, normalised with
-    statistics of the training set (computed when training starts, stored in the
-    model), so the export gets the `stream_*` signatures; the recipe's dropout is kept.
-    Evaluated offline, a causal model gives exactly what its stream gives.
+    Forward LSTMs with a short lookahead after the recipe's strided convolutions,
+    normalised with statistics of the training set (computed when training starts,
+    stored in the model), so the export gets the `stream_*` signatures; the recipe's
+    convolution channels and dropout are kept. Evaluated offline, a causal model gives
+    exactly what its stream gives.
     """
     model = model_preset(
-        "streaming", dropout=config.model.dropout, use_cudnn=config.model.use_cudnn
+        "streaming",
+        conv_channels=config.model.conv_channels,
+        dropout=config.model.dropout,
+        use_cudnn=config.model.use_cudnn,
     )
     return dataclasses.replace(config, model=model)
 
