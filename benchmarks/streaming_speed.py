@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     step = recognizer.step
     latency = algorithmic_latency_seconds(step.model_config, step.feature_config)
     spf = recognizer.seconds_per_frame
-    described = args.model or "fresh 'streaming' preset, random weights, global statistics set"
+    described = args.model or "fresh 'streaming' preset, random weights, corpus statistics set"
     print(
         f"Model: {described}; {recognizer.step.model.count_params():,} parameters; "
         f"TensorFlow {tf.__version__}; audio {len(audio) / SAMPLE_RATE:.1f} s; "

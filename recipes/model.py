@@ -12,9 +12,9 @@ returns logits[B,T',C], logit_lengths[B]
 
 A forward model is causal up to a bounded right context (`is_causal`), so
 `recipes.streaming` runs it chunk by chunk with the same layers. Its algorithmic
-latency (`algorithmic_latency_seconds`): the last frame of a stack of
-`reduction_factor` frames, plus `lookahead_frames` stacks, plus half a window of the
-centred STFT frame.
+latency (`algorithmic_latency_seconds`): the last frame of a block of
+`reduction_factor` frames (stacked or convolved), plus `lookahead_frames` blocks, plus
+half a window of the centred STFT frame.
 """
 
 from __future__ import annotations
@@ -333,8 +333,9 @@ class RowConvolution(keras.layers.Layer):
 def is_causal(model_config: ModelConfig) -> bool:
     """Whether a model streams: forward LSTMs after a bounded front end.
 
-    `ModelConfig` validation guarantees the rest for a forward model (global
-    normalisation, frame stacking), so the direction decides.
+    `ModelConfig` validation guarantees the rest for a forward model (corpus or
+    running normalisation; either time reduction reads no frame past its own block),
+    so the direction decides.
     """
     return model_config.direction == "forward"
 
@@ -342,8 +343,9 @@ def is_causal(model_config: ModelConfig) -> bool:
 def algorithmic_latency_seconds(model_config: ModelConfig, feature_config: FeatureConfig) -> float:
     """How far a streaming model's newest CTC frame lags behind the newest audio, at most.
 
-    A CTC frame needs its whole stack of `reduction_factor` feature frames plus
-    `lookahead_frames` more stacks; the last of those frames needs half a window
+    A CTC frame needs its whole block of `reduction_factor` feature frames (stacked,
+    or convolved: the convolutions read no frame past the block) plus
+    `lookahead_frames` more blocks; the last of those frames needs half a window
     beyond its centre (centred STFT frames). So the latency is
     `((lookahead_frames + 1) * reduction_factor - 1) * frame_step + frame_length // 2`
     samples (`frame_length // 2` drops out without centring); the lookahead's own
