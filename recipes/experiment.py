@@ -20,11 +20,13 @@ and cleaned up on the next run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,6 +294,23 @@ def resolve_weights(exp_dir: str | os.PathLike[str], weights: str = "best") -> P
     return checkpoint / _MODEL_WEIGHTS
 
 
+@contextlib.contextmanager
+def float32_policy() -> Iterator[None]:
+    """Keras' global dtype policy set to float32 inside, restored after.
+
+    Inference builds its model in float32 whatever policy the experiment trained
+    with (its weights are float32 either way) and whatever policy the caller's
+    process has set: evaluation, streaming and exports then compute the same on
+    every machine, and a TFLite export stays on builtin float32 ops.
+    """
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def load_experiment(
     exp_dir: str | os.PathLike[str], weights: str = "best", use_cudnn: str | bool = "auto"
 ) -> Experiment:
@@ -325,7 +344,8 @@ def load_experiment(
     config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
     vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
     here = dataclasses.replace(config.model, use_cudnn=use_cudnn)
-    model = build_model(here, config.features, num_classes=len(vocabulary.tokens))
+    with float32_policy():
+        model = build_model(here, config.features, num_classes=len(vocabulary.tokens))
     weights_path = resolve_weights(exp_dir, weights)
     model.load_weights(weights_path)
     return Experiment(exp_dir, config, vocabulary, config.features, model, weights_path)

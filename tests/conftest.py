@@ -23,6 +23,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def keep_the_global_dtype_policy():
+    """Restores Keras' global dtype policy after every test.
+
+    A training run sets it to its resolved precision (which `auto` makes depend on
+    the host's CPU); `train` restores it, but a test that drives `TrainingRun`
+    directly would leave it to the tests after it.
+    """
+    import sys
+
+    keras = sys.modules.get("keras")
+    policy = keras.mixed_precision.dtype_policy() if keras else None
+    yield
+    if policy is not None:
+        keras.mixed_precision.set_dtype_policy(policy)
+    elif "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_dtype_policy("float32")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -55,7 +55,7 @@ def test_demo_streaming_smoke_run_exports_the_stream_signatures(tmp_path, monkey
     printed = capsys.readouterr().out
     assert summary["model"] == {"direction": "forward", "streaming": True}
     saved = json.loads((out / "model" / "config.json").read_text())["model"]
-    assert saved["direction"] == "forward" and saved["normalization"] == "global"
+    assert saved["direction"] == "forward" and saved["normalization"] == "running"
     # The training set's statistics are in the model, not the initial 0 / 1.
     from stenograph.recipes.experiment import load_experiment
 

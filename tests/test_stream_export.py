@@ -304,7 +304,7 @@ def test_chunks_up_to_2_56_s_unroll_as_the_readme_says(causal_experiment):
 def test_a_chunk_too_long_to_unroll_falls_back_to_select_tf_ops(causal_experiment, tmp_path):
     config, vocabulary, model = export_lib.load_cpu_model(causal_experiment)
     streaming = export_lib.streaming_signatures_for(config, vocabulary, model)
-    chunk = export_lib.stream_chunk_samples(config.features, 2000)
+    chunk = export_lib.stream_chunk_samples(config.features, 2600)
     ops = export_lib.write_stream_tflite(streaming, tmp_path / "long.tflite", chunk)
     assert "WHILE" in ops and "FlexTensorListReserve" in ops, ops
 

@@ -290,6 +290,14 @@ def test_mixed_precision_trains_with_float32_weights(tmp_path, precision):
     assert all(w.dtype == "float32" for w in experiment.model.weights)
     history = [json.loads(line) for line in (tmp_path / "exp" / "history.jsonl").open()]
     assert np.isfinite(history[-1]["val_loss"])
+    # Inference builds in float32 even where the caller's process set another policy.
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        model = exp_lib.load_experiment(tmp_path / "exp").model
+        assert keras.mixed_precision.dtype_policy().name == precision  # left as it was
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
 
 
 def test_global_normalisation_statistics_come_from_training_data_and_are_saved(tmp_path):
