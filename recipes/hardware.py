@@ -98,7 +98,7 @@ def choose_precision(facts: DeviceFacts, cudnn_lstm: bool = True) -> PrecisionCh
     - with AMX (the `amx_bf16` flag): its tile unit runs bfloat16 matmuls several
       times faster than float32 ones;
     - on AMD CPUs with AVX-512 BF16 (the `avx512_bf16` flag: Zen 4 and later):
-      mixed_bfloat16 trained the demo 1.12-1.19x faster on an AMD EPYC.
+      mixed_bfloat16 trained the demo 1.03-1.22x faster on AMD EPYCs.
 
     Everywhere else `float32`: on Intel CPUs with AVX-512 BF16 but no AMX bfloat16
     made the LSTM's train step and the demo about 1.6x slower; CPUs without either
