@@ -295,16 +295,18 @@ def resolve_weights(exp_dir: str | os.PathLike[str], weights: str = "best") -> P
 
 
 @contextlib.contextmanager
-def float32_policy() -> Iterator[None]:
-    """Keras' global dtype policy set to float32 inside, restored after.
+def dtype_policy_scope(policy: str | None = None) -> Iterator[None]:
+    """Leaves Keras' global dtype policy as it found it; sets `policy` inside if given.
 
-    Inference builds its model in float32 whatever policy the experiment trained
-    with (its weights are float32 either way) and whatever policy the caller's
-    process has set: evaluation, streaming and exports then compute the same on
-    every machine, and a TFLite export stays on builtin float32 ops.
+    Inference builds its model in float32 (`dtype_policy_scope("float32")`) whatever
+    policy the experiment trained with (its weights are float32 either way) and
+    whatever policy the caller's process has set: evaluation, streaming and exports
+    then compute the same on every machine, and a TFLite export stays on builtin
+    float32 ops. Training sets its resolved policy inside a scope too.
     """
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
+    if policy is not None:
+        keras.mixed_precision.set_dtype_policy(policy)
     try:
         yield
     finally:
@@ -344,7 +346,7 @@ def load_experiment(
     config = ExperimentConfig.load(exp_dir / CONFIG_FILE)
     vocabulary = Vocabulary.load(exp_dir / VOCABULARY_FILE)
     here = dataclasses.replace(config.model, use_cudnn=use_cudnn)
-    with float32_policy():
+    with dtype_policy_scope("float32"):
         model = build_model(here, config.features, num_classes=len(vocabulary.tokens))
     weights_path = resolve_weights(exp_dir, weights)
     model.load_weights(weights_path)

@@ -115,11 +115,18 @@ class ConvSubsampling(keras.layers.Layer):
 
     def build(self, x_shape: tuple[int | None, ...], lengths_shape: Any = None) -> None:
         """Builds each convolution for its input channels."""
-        freq = x_shape[-1]
-        channels = 1
-        for conv in self.convolutions:
+        for conv, (freq, channels) in zip(
+            self.convolutions, self.input_sizes(x_shape[-1]), strict=True
+        ):
             conv.build((None, None, freq + 2, channels))
+
+    def input_sizes(self, num_features: int) -> list[tuple[int, int]]:
+        """`(frequency bins, channels)` of each convolution's input, in order."""
+        sizes, freq, channels = [], num_features, 1
+        for _ in range(self.num_layers):
+            sizes.append((freq, channels))
             freq, channels = math.ceil(freq / 2), self.channels
+        return sizes
 
     def call(self, x: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Convolves `x[B,T,F]` and returns `(features, reduced_lengths)`.

@@ -211,11 +211,9 @@ class StreamingStep(tf.Module):
                 "stack_frame_count": ([], tf.int32),
             }
         specs = {}
-        freq, channels = num_features, 1
-        for index in range(self.time_reduction.num_layers):
+        for index, (freq, channels) in enumerate(self.time_reduction.input_sizes(num_features)):
             specs[f"conv_frames_{index}"] = ([1, 2, freq, channels], tf.float32)
             specs[f"conv_frame_count_{index}"] = ([], tf.int32)
-            freq, channels = math.ceil(freq / 2), self.time_reduction.channels
         return specs
 
     @property

@@ -1017,14 +1017,13 @@ def train(
         ValueError: For unusable data or an incompatible existing experiment.
         TrainingError: If training had to stop (non-finite steps).
     """
-    previous_policy = keras.mixed_precision.dtype_policy()
     run = TrainingRun(config, exp_dir, data_service, data_service_timeout)
     try:
-        run.setup()
-        return run.run()
+        with exp_lib.dtype_policy_scope():  # setup sets the run's policy
+            run.setup()
+            return run.run()
     finally:
         run.close()
-        keras.mixed_precision.set_dtype_policy(previous_policy)
         if getattr(run, "is_chief", False):
             _plot_history(exp_dir)
 

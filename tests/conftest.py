@@ -31,15 +31,10 @@ def keep_the_global_dtype_policy():
     the host's CPU); `train` restores it, but a test that drives `TrainingRun`
     directly would leave it to the tests after it.
     """
-    import sys
+    from stenograph.recipes.experiment import dtype_policy_scope
 
-    keras = sys.modules.get("keras")
-    policy = keras.mixed_precision.dtype_policy() if keras else None
-    yield
-    if policy is not None:
-        keras.mixed_precision.set_dtype_policy(policy)
-    elif "keras" in sys.modules:
-        sys.modules["keras"].mixed_precision.set_dtype_policy("float32")
+    with dtype_policy_scope():
+        yield
 
 
 @pytest.fixture
