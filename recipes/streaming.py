@@ -10,9 +10,11 @@ Two levels:
 - `StreamingRecognizer` / `Stream` (Python): feed chunks of any size, rate and
   sample type, read the partial text at any time, finish for a `Transcript` with word
   times; an `Endpointing` rule closes segments (rescored with the model's tuned LM
-  when it has one) without losing audio. `StreamingRecognizer.load` takes an
-  experiment folder or its export (`ExportedStreamingStep`: the SavedModel's
-  `stream_init`/`stream_step`/`stream_finish` signatures).
+  when it has one) without losing audio, and after each pause restarts the model,
+  which learned single utterances, each from its initial state.
+  `StreamingRecognizer.load` takes an experiment folder or its export
+  (`ExportedStreamingStep`: the SavedModel's `stream_init`/`stream_step`/
+  `stream_finish` signatures).
 
     recognizer = StreamingRecognizer.load("exp/demo-streaming")
     stream = recognizer.create_stream()
@@ -29,7 +31,8 @@ the time reduction's waiting inputs (feature frames waiting to fill a stack, or 
 strided convolution's inputs waiting for a whole window, with its left padding at
 the start), each LSTM layer's h and c, LSTM outputs waiting for their lookahead, and
 the number of CTC frames emitted. The Python stream adds the greedy decoder's prefix
-state (the last frame's best token) and the open segment's alignment.
+state (the last frame's best token), the open segment's alignment, and the audio
+since the current pause began (what a restart replays).
 
 A CTC frame comes out once its last feature frame's window and its lookahead have
 arrived: `recipes.model.algorithmic_latency_seconds` (122.5 ms for the "streaming"
@@ -526,13 +529,31 @@ class Endpointing:
     that frame, even mid-word). The next segment starts at the next frame, so no
     audio is lost.
 
+    After a pause (and after a pause with nothing said), `restart_model` starts the
+    model afresh: a new initial state fed with the audio from the end of the pause
+    (less `lead_in_ms`). The model was trained on single utterances, each starting from
+    its initial state after a short silence, and a state carried through an
+    utterance and a pause into the next one is not what it learned
+    (recipes/spoken_commands/RESULTS.md, "Session 13"). The restart depends only on
+    the audio, never on how it was cut into chunks; a segment cut by
+    `max_segment_ms` (mid-speech) carries its state on.
+
     Attributes:
         min_trailing_silence_ms: Pause that ends an utterance.
         max_segment_ms: Longest segment; bounds what the LM rescoring waits for.
+        restart_model: Start the model afresh after each pause (False: one state
+            runs through the whole stream, as the offline pass of the whole audio).
+        lead_in_ms: How much of the pause's end the restarted model hears again
+            before the next segment (at most the pause). A lead-in keeps a word
+            that begins just as the pause ends whole, but a model that has heard
+            only its training utterances' short leading silences hears longer
+            silence worse: 0 ms scored best on the demo.
     """
 
     min_trailing_silence_ms: float = 800.0
     max_segment_ms: float = 20000.0
+    restart_model: bool = True
+    lead_in_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.min_trailing_silence_ms > 0 and self.max_segment_ms > 0):
@@ -541,6 +562,12 @@ class Endpointing:
                 "(math.inf disables a rule). Received: "
                 f"min_trailing_silence_ms={self.min_trailing_silence_ms}, "
                 f"max_segment_ms={self.max_segment_ms}"
+            )
+        if not 0 <= self.lead_in_ms <= self.min_trailing_silence_ms:
+            raise ValueError(
+                "Endpointing needs 0 <= lead_in_ms <= min_trailing_silence_ms (the lead-in "
+                f"is part of the pause). Received: lead_in_ms={self.lead_in_ms}, "
+                f"min_trailing_silence_ms={self.min_trailing_silence_ms}"
             )
 
     @classmethod
@@ -636,6 +663,8 @@ class StreamingRecognizer:
         rule, spf = self.endpointing, self.seconds_per_frame
         self.pause_frames = max(1.0, _frames_in(rule.min_trailing_silence_ms, spf))
         self.max_segment_frames = max(1.0, _frames_in(rule.max_segment_ms, spf))
+        self.lead_in_frames = int(min(_frames_in(rule.lead_in_ms, spf), self.pause_frames))
+        self.samples_per_frame = round(spf * self.sample_rate)
         self.decoder_options = dict(decoder_options or {"kind": "greedy"})
         self.decoder = None
         if self.decoder_options.get("kind", "greedy") != "greedy":
@@ -703,6 +732,11 @@ class Stream:
         self._segment = _OpenSegment(start_frame=0)
         self._segments: list[SegmentResult] = []
         self._finished = False
+        # Model-rate audio from sample `_kept_from` on: what a restart replays.
+        self._kept: list[np.ndarray] = []
+        self._kept_from = 0
+        self._frames_to_drop = 0  # a restart's lead-in frames, already decoded
+        self._restart_frames: list[int] = []  # where the model restarted
 
     @property
     def finished(self) -> bool:
@@ -745,8 +779,12 @@ class Stream:
         self._finished = True
         if self._resampler is not None:
             self._run(self._resample(np.zeros(0, np.float32), self._input_rate, last=True))
-        log_probs, self._state = self.recognizer.step.compiled_finish(self._state)
-        self._consume(log_probs.numpy()[0])
+        while True:  # a restart while flushing leaves a new state to flush
+            restarts = len(self._restart_frames)
+            log_probs, self._state = self.recognizer.step.compiled_finish(self._state)
+            self._consume(log_probs.numpy()[0])
+            if len(self._restart_frames) == restarts:
+                break
         if self._segment.num_frames:
             self._close_segment()
         duration = self._samples / self.recognizer.sample_rate
@@ -795,26 +833,79 @@ class Stream:
         return self._resampler.resample_chunk(chunk, last=last)
 
     def _run(self, chunk: np.ndarray) -> list[SegmentResult]:
-        if chunk.size == 0:
+        """Steps the model over `chunk` in pieces of at most a second.
+
+        The results do not depend on where the audio is cut; the pieces bound what
+        a restart replays (the rest of the piece), so a long chunk with many pauses
+        costs no more than the same audio in short chunks.
+        """
+        closed = []
+        for begin in range(0, chunk.size, self.recognizer.sample_rate):
+            piece = chunk[begin : begin + self.recognizer.sample_rate]
+            samples = tf.constant(piece[None, :], tf.float32)  # [1, n]
+            log_probs, self._state = self.recognizer.step.compiled_step(samples, self._state)
+            self._samples += piece.size
+            self._keep(piece)
+            closed.extend(self._consume(log_probs.numpy()[0]))
+        return closed
+
+    def _keep(self, chunk: np.ndarray) -> None:
+        """Keeps the audio a restart could replay: none before the current pause began."""
+        recognizer = self.recognizer
+        if not recognizer.endpointing.restart_model or math.isinf(recognizer.pause_frames):
+            return
+        self._kept.append(chunk)
+        needed_from = (self._frames - self._segment.silent_frames) * recognizer.samples_per_frame
+        if needed_from > self._kept_from:
+            kept = np.concatenate(self._kept)[needed_from - self._kept_from :]
+            self._kept, self._kept_from = [kept], needed_from
+
+    def _restart(self) -> list[SegmentResult]:
+        """A new model state, fed the pause's last `lead_in` frames of audio and what followed.
+
+        The lead-in frames were already decoded (silent) in the closed segment, so
+        their new log-probs are dropped; the next frame is the new segment's first.
+        """
+        recognizer = self.recognizer
+        lead = min(recognizer.lead_in_frames, self._frames)
+        start = (self._frames - lead) * recognizer.samples_per_frame
+        audio = np.concatenate(self._kept)[max(0, start - self._kept_from) :]
+        self._kept, self._kept_from = [audio], start
+        self._state = recognizer.step.initial_state()
+        self._last_token = -1
+        self._frames_to_drop = lead
+        self._restart_frames.append(self._frames - lead)
+        if audio.size == 0:
             return []
-        samples = tf.constant(chunk[None, :], tf.float32)  # [1, n]
-        log_probs, self._state = self.recognizer.step.compiled_step(samples, self._state)
-        self._samples += chunk.size
+        samples = tf.constant(audio[None, :], tf.float32)  # [1, n]
+        log_probs, self._state = recognizer.step.compiled_step(samples, self._state)
         return self._consume(log_probs.numpy()[0])
 
     # -- decoding ------------------------------------------------------------
 
     def _consume(self, log_probs: np.ndarray) -> list[SegmentResult]:
-        """Adds CTC frames `[t, C]` to the open segment, closing it where endpointing says."""
+        """Adds CTC frames `[t, C]` to the open segment, closing it where endpointing says.
+
+        After a pause with `Endpointing.restart_model`, the rest of `log_probs` came
+        from the state before the restart: it is dropped, and the restarted model's
+        frames for the same audio are consumed instead.
+        """
+        dropped = min(self._frames_to_drop, len(log_probs))
+        self._frames_to_drop -= dropped
+        log_probs = log_probs[dropped:]
         closed = []
         begin = 0
         for offset, token in enumerate(log_probs.argmax(axis=-1).tolist()):
             self._extend_alignment(token, self._frames)
             self._frames += 1
-            if self._endpoint_reached():
-                self._segment.log_probs.append(log_probs[begin : offset + 1])
-                begin = offset + 1
-                closed.extend(self._close_segment())
+            reason = self._endpoint_reason()
+            if reason is None:
+                continue
+            self._segment.log_probs.append(log_probs[begin : offset + 1])
+            begin = offset + 1
+            closed.extend(self._close_segment())
+            if reason != "limit" and self.recognizer.endpointing.restart_model:
+                return closed + self._restart()
         if begin < len(log_probs):
             self._segment.log_probs.append(log_probs[begin:])
         return closed
@@ -832,19 +923,31 @@ class Stream:
         silent = token == blank or self.recognizer.tokens[token] == SPACE
         segment.silent_frames = segment.silent_frames + 1 if silent else 0
 
-    def _endpoint_reached(self) -> bool:
+    def _endpoint_reason(self) -> str | None:
+        """Why the open segment ends at this frame: "limit", "pause", "silence" or None.
+
+        "silence" is a pause with nothing said before it: it closes no segment, but
+        with `Endpointing.restart_model` the model restarts, so a long silence never
+        reaches the next utterance through the model's state.
+        """
         segment, recognizer = self._segment, self.recognizer
         if self._frames - segment.start_frame >= recognizer.max_segment_frames:
-            return True
+            return "limit"
         if segment.silent_frames < recognizer.pause_frames:
-            return False
-        return any(recognizer.tokens[t] != SPACE for t, _, _ in segment.emitted)
+            return None
+        if self._said_something(segment):
+            return "pause"
+        return "silence" if recognizer.endpointing.restart_model else None
+
+    def _said_something(self, segment: _OpenSegment) -> bool:
+        """Whether the segment's best path emitted a character other than the space."""
+        return any(self.recognizer.tokens[t] != SPACE for t, _, _ in segment.emitted)
 
     def _close_segment(self) -> list[SegmentResult]:
         """Final text of the open segment (LM-rescored when there is a decoder); opens the next."""
         segment, recognizer = self._segment, self.recognizer
         self._segment = _OpenSegment(start_frame=self._frames)
-        if not segment.emitted and recognizer.decoder is None:
+        if not self._said_something(segment):
             return []  # a pause with nothing said
         if recognizer.decoder is not None:
             frames = np.concatenate(segment.log_probs)  # [T, C]

@@ -327,15 +327,20 @@ def test_other_rates_equal_the_pipelines_resampling_of_the_file(trained, tmp_pat
 # Endpointing
 
 
+def two_phrases(seed):
+    """Two phrases 1.5 s apart: (first phrase, waveform)."""
+    first = tone_waveform("bad cafe", seed=1000 + seed)
+    second = tone_waveform("fade bead", seed=1001 + seed)
+    return first, np.concatenate([first, pause(1.5, seed=seed), second])
+
+
 def test_endpointing_splits_at_a_pause_and_loses_no_audio(trained):
     experiment, recognizer = trained
-    gap = pause(1.5, seed=13)
-    first, second = tone_waveform("bad cafe", seed=1013), tone_waveform("fade bead", seed=1014)
-    waveform = np.concatenate([first, gap, second])
+    first, waveform = two_phrases(seed=13)
+    gap_end = len(waveform) - len(tone_waveform("fade bead", seed=1014))
     whole = StreamingRecognizer(recognizer.step, recognizer.tokens, endpointing=Endpointing.never())
-    split = StreamingRecognizer(
-        recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
-    )
+    carried = Endpointing(min_trailing_silence_ms=500, restart_model=False)
+    split = StreamingRecognizer(recognizer.step, recognizer.tokens, endpointing=carried)
     results = []
     for candidate in (whole, split):
         stream = candidate.create_stream()
@@ -346,7 +351,7 @@ def test_endpointing_splits_at_a_pause_and_loses_no_audio(trained):
     (_, unsplit, one), (closed, transcript, segments) = results
     assert len(one) == 1 and unsplit.text == offline_text(experiment, waveform).text
     assert len(closed) == 1 and len(segments) == 2
-    pause_end = (len(first) + len(gap)) / SAMPLE_RATE
+    pause_end = gap_end / SAMPLE_RATE
     assert len(first) / SAMPLE_RATE < segments[0].end < pause_end <= segments[1].end
     assert segments[0].text == "bad cafe" and segments[1].text == "fade bead"
     # No audio lost: the same characters, and the same words at the same times.
@@ -368,6 +373,43 @@ def test_a_segment_longer_than_the_limit_is_cut(trained):
     assert len(segments) >= 2
     assert all(s.end - s.start <= 0.9 + 1e-9 for s in segments)
     assert transcript.text.replace(" ", "") == "badcafeadeafcab"
+
+
+def segment_texts_over_chunks(recognizer, waveform, seed):
+    stream = recognizer.create_stream()
+    for begin, end in random_chunks(len(waveform), seed):
+        stream.feed(waveform[begin:end])
+    stream.finish()
+    return [(s.text, s.start, s.end, s.words) for s in stream.segments]
+
+
+def test_a_restart_after_a_pause_does_not_depend_on_the_chunks(trained):
+    _, recognizer = trained
+    _, waveform = two_phrases(seed=21)
+    restarting = StreamingRecognizer(
+        recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
+    )
+    whole = restarting.create_stream()
+    whole.feed(waveform)
+    whole.finish()
+    assert whole._restart_frames
+    expected = [(s.text, s.start, s.end, s.words) for s in whole.segments]
+    assert [text for text, *_ in expected] == ["bad cafe", "fade bead"]
+    for seed in (0, 1, 2):
+        assert segment_texts_over_chunks(restarting, waveform, seed) == expected
+
+
+def test_a_long_silence_restarts_the_model_and_the_phrase_after_it_is_heard(trained):
+    experiment, recognizer = trained
+    waveform = np.concatenate([pause(4.0, seed=22), phrase_waveform(22)])
+    restarting = StreamingRecognizer(
+        recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
+    )
+    stream = restarting.create_stream()
+    stream.feed(waveform)
+    transcript = stream.finish()
+    assert len(stream._restart_frames) >= 4  # one per 500 ms of silence
+    assert jiwer.cer("bad cafe a deaf cab", transcript.text) < 0.1
 
 
 def test_closed_segments_are_rescored_by_the_decoder(trained):
@@ -393,8 +435,14 @@ def test_closed_segments_are_rescored_by_the_decoder(trained):
     stream.feed(waveform)
     transcript = stream.finish()
     assert len(calls) == len(stream.segments) == 2
-    reference = offline_log_probs(experiment, waveform)
-    np.testing.assert_allclose(np.concatenate(calls), reference, atol=PARITY_TOLERANCE)
+    # A segment starts where the model restarted: its frames are the offline pass of
+    # the audio from there (the first segment's, of the whole audio).
+    assert stream._restart_frames
+    for frames, segment in zip(calls, stream.segments, strict=True):
+        start = round(segment.start / rescoring.seconds_per_frame)
+        assert start == 0 or start in stream._restart_frames
+        offline = offline_log_probs(experiment, waveform[start * rescoring.samples_per_frame :])
+        np.testing.assert_allclose(frames, offline[: len(frames)], atol=PARITY_TOLERANCE)
     expected = [beam.decode_batch(c[None], [len(c)])[0].text for c in calls]
     assert [s.text for s in stream.segments] == expected
     assert transcript.text == " ".join(expected)
@@ -403,6 +451,10 @@ def test_closed_segments_are_rescored_by_the_decoder(trained):
 def test_endpointing_settings_are_checked():
     with pytest.raises(ValueError, match="min_trailing_silence_ms > 0"):
         Endpointing(min_trailing_silence_ms=0)
+    with pytest.raises(ValueError, match="lead_in_ms <= min_trailing_silence_ms"):
+        Endpointing(min_trailing_silence_ms=500, lead_in_ms=600)
+    with pytest.raises(ValueError, match="lead_in_ms"):
+        Endpointing(lead_in_ms=-1)
     assert math.isinf(Endpointing.never().max_segment_ms)
 
 
