@@ -27,17 +27,37 @@ import soundfile as sf
 
 from stenograph.recipes.streaming import Endpointing, StreamingRecognizer
 
+# (label, endpointing, whether the utterance follows another one and the pause)
+SETTINGS = [
+    ("each utterance alone", Endpointing(), False),
+    ("state carried on (restart_model=False)", Endpointing(restart_model=False), True),
+    ("restarted at the end of the pause", Endpointing(), True),
+    ("restarted 200 ms before its end", Endpointing(lead_in_ms=200), True),
+    ("restarted 400 ms before its end", Endpointing(lead_in_ms=400), True),
+]
 
-def model_and_test_manifest(path: Path) -> tuple[Path, Path]:
+
+def model_and_test_manifest(path: Path) -> tuple[Path, Path | None]:
     """`exp/demo-streaming` (a demo folder) or an experiment folder: (model, test manifest)."""
     if (path / "model" / "config.json").is_file():
         return path / "model", path / "data" / "test.jsonl"
-    return path, Path()
+    return path, None
 
 
 def read_manifest(path: Path) -> list[dict]:
     with path.open() as lines:
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_audio(row: dict, sample_rate: int) -> np.ndarray:
+    """A manifest row's samples; the pause is made at the model's rate, so theirs must be too."""
+    samples, rate = sf.read(row["audio_path"], dtype="float32")
+    if rate != sample_rate:
+        raise ValueError(
+            f"{row['audio_path']}: {rate} Hz; this benchmark joins files with a pause at "
+            f"the model's {sample_rate} Hz. Received: sample rate {rate}"
+        )
+    return samples
 
 
 def transcribe(
@@ -83,30 +103,29 @@ def main() -> None:
     )
     args = parser.parse_args()
     model_dir, manifest = model_and_test_manifest(args.path)
+    if args.manifest is None and manifest is None:
+        parser.error(f"{args.path} is not a demo folder: give --manifest")
     rows = read_manifest(args.manifest or manifest)
     by_speaker = collections.defaultdict(list)
     for row in rows:
         by_speaker[row.get("speaker", "")].append(row)
+    recognizers = {
+        label: StreamingRecognizer.load(model_dir, endpointing=endpointing)
+        for label, endpointing, _ in SETTINGS
+    }
+    sample_rate = next(iter(recognizers.values())).sample_rate
     rng = np.random.default_rng(0)
-    pause = (args.pause_level * rng.standard_normal(int(16000 * args.pause_seconds))).astype(
-        np.float32
-    )
-    audio = {row["id"]: sf.read(row["audio_path"], dtype="float32")[0] for row in rows}
+    pause_samples = int(sample_rate * args.pause_seconds)
+    pause = (args.pause_level * rng.standard_normal(pause_samples)).astype(np.float32)
+    audio = {row["id"]: read_audio(row, sample_rate) for row in rows}
     pairs = [
         (items[index - 1], row) for items in by_speaker.values() for index, row in enumerate(items)
     ]
     references = [row["text"] for _, row in pairs]
     speakers = [row.get("speaker", "") for _, row in pairs]
-    settings = [
-        ("each utterance alone", Endpointing(), False),
-        ("state carried on (restart_model=False)", Endpointing(restart_model=False), True),
-        ("restarted at the end of the pause", Endpointing(), True),
-        ("restarted 200 ms before its end", Endpointing(lead_in_ms=200), True),
-        ("restarted 400 ms before its end", Endpointing(lead_in_ms=400), True),
-    ]
     print(f"{model_dir}: {len(pairs)} utterances, pause {args.pause_seconds} s")
-    for label, endpointing, after_pause in settings:
-        recognizer = StreamingRecognizer.load(model_dir, endpointing=endpointing)
+    for label, _, after_pause in SETTINGS:
+        recognizer = recognizers[label]
         hypotheses = []
         for previous, row in pairs:
             before = np.concatenate([audio[previous["id"]], pause]) if after_pause else None

@@ -842,12 +842,17 @@ class Stream:
         closed = []
         for begin in range(0, chunk.size, self.recognizer.sample_rate):
             piece = chunk[begin : begin + self.recognizer.sample_rate]
-            samples = tf.constant(piece[None, :], tf.float32)  # [1, n]
-            log_probs, self._state = self.recognizer.step.compiled_step(samples, self._state)
+            log_probs = self._step_model(piece)
             self._samples += piece.size
             self._keep(piece)
-            closed.extend(self._consume(log_probs.numpy()[0]))
+            closed.extend(self._consume(log_probs))
         return closed
+
+    def _step_model(self, samples: np.ndarray) -> np.ndarray:
+        """Runs the model's step over `samples` [n], carrying its state; CTC frames [t, C]."""
+        batch = tf.constant(samples[None, :], tf.float32)  # [1, n]
+        log_probs, self._state = self.recognizer.step.compiled_step(batch, self._state)
+        return log_probs.numpy()[0]
 
     def _keep(self, chunk: np.ndarray) -> None:
         """Keeps the audio a restart could replay: none before the current pause began."""
@@ -877,9 +882,7 @@ class Stream:
         self._restart_frames.append(self._frames - lead)
         if audio.size == 0:
             return []
-        samples = tf.constant(audio[None, :], tf.float32)  # [1, n]
-        log_probs, self._state = recognizer.step.compiled_step(samples, self._state)
-        return self._consume(log_probs.numpy()[0])
+        return self._consume(self._step_model(audio))
 
     # -- decoding ------------------------------------------------------------
 

@@ -328,16 +328,16 @@ def test_other_rates_equal_the_pipelines_resampling_of_the_file(trained, tmp_pat
 
 
 def two_phrases(seed):
-    """Two phrases 1.5 s apart: (first phrase, waveform)."""
+    """Two phrases 1.5 s apart: (first phrase, second phrase, waveform)."""
     first = tone_waveform("bad cafe", seed=1000 + seed)
     second = tone_waveform("fade bead", seed=1001 + seed)
-    return first, np.concatenate([first, pause(1.5, seed=seed), second])
+    return first, second, np.concatenate([first, pause(1.5, seed=seed), second])
 
 
 def test_endpointing_splits_at_a_pause_and_loses_no_audio(trained):
     experiment, recognizer = trained
-    first, waveform = two_phrases(seed=13)
-    gap_end = len(waveform) - len(tone_waveform("fade bead", seed=1014))
+    first, second, waveform = two_phrases(seed=13)
+    gap_end = len(waveform) - len(second)
     whole = StreamingRecognizer(recognizer.step, recognizer.tokens, endpointing=Endpointing.never())
     carried = Endpointing(min_trailing_silence_ms=500, restart_model=False)
     split = StreamingRecognizer(recognizer.step, recognizer.tokens, endpointing=carried)
@@ -375,17 +375,21 @@ def test_a_segment_longer_than_the_limit_is_cut(trained):
     assert transcript.text.replace(" ", "") == "badcafeadeafcab"
 
 
-def segment_texts_over_chunks(recognizer, waveform, seed):
+def segment_results(stream):
+    return [(s.text, s.start, s.end, s.words) for s in stream.segments]
+
+
+def segments_over_chunks(recognizer, waveform, seed):
     stream = recognizer.create_stream()
     for begin, end in random_chunks(len(waveform), seed):
         stream.feed(waveform[begin:end])
     stream.finish()
-    return [(s.text, s.start, s.end, s.words) for s in stream.segments]
+    return segment_results(stream)
 
 
 def test_a_restart_after_a_pause_does_not_depend_on_the_chunks(trained):
     _, recognizer = trained
-    _, waveform = two_phrases(seed=21)
+    _, _, waveform = two_phrases(seed=21)
     restarting = StreamingRecognizer(
         recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
     )
@@ -393,10 +397,10 @@ def test_a_restart_after_a_pause_does_not_depend_on_the_chunks(trained):
     whole.feed(waveform)
     whole.finish()
     assert whole._restart_frames
-    expected = [(s.text, s.start, s.end, s.words) for s in whole.segments]
+    expected = segment_results(whole)
     assert [text for text, *_ in expected] == ["bad cafe", "fade bead"]
     for seed in (0, 1, 2):
-        assert segment_texts_over_chunks(restarting, waveform, seed) == expected
+        assert segments_over_chunks(restarting, waveform, seed) == expected
 
 
 def test_a_long_silence_restarts_the_model_and_the_phrase_after_it_is_heard(trained):
