@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import jiwer
 import numpy as np
-import soundfile as sf
 
+from stenograph.pipeline.audio import load_audio
+from stenograph.pipeline.manifest import Utterance, read_manifest
 from stenograph.recipes.streaming import Endpointing, StreamingRecognizer
 
 # (label, endpointing, whether the utterance follows another one and the pause)
@@ -44,20 +44,9 @@ def model_and_test_manifest(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def read_manifest(path: Path) -> list[dict]:
-    with path.open() as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
-def read_audio(row: dict, sample_rate: int) -> np.ndarray:
-    """A manifest row's samples; the pause is made at the model's rate, so theirs must be too."""
-    samples, rate = sf.read(row["audio_path"], dtype="float32")
-    if rate != sample_rate:
-        raise ValueError(
-            f"{row['audio_path']}: {rate} Hz; this benchmark joins files with a pause at "
-            f"the model's {sample_rate} Hz. Received: sample rate {rate}"
-        )
-    return samples
+def read_audio(utterance: Utterance, sample_rate: int) -> np.ndarray:
+    """An utterance's stretch of its file, mono at the model's rate (the pause's rate)."""
+    return load_audio(utterance.audio_path, sample_rate, utterance.offset, utterance.duration)
 
 
 def transcribe(
@@ -105,10 +94,13 @@ def main() -> None:
     model_dir, manifest = model_and_test_manifest(args.path)
     if args.manifest is None and manifest is None:
         parser.error(f"{args.path} is not a demo folder: give --manifest")
-    rows = read_manifest(args.manifest or manifest)
+    # A demo's manifests name the corpus's audio, outside the demo folder.
+    rows = read_manifest(args.manifest or manifest, allow_outside_root=True)
+    if not rows:
+        parser.error(f"{args.manifest or manifest} has no usable utterance")
     by_speaker = collections.defaultdict(list)
     for row in rows:
-        by_speaker[row.get("speaker", "")].append(row)
+        by_speaker[row.speaker or ""].append(row)
     recognizers = {
         label: StreamingRecognizer.load(model_dir, endpointing=endpointing)
         for label, endpointing, _ in SETTINGS
@@ -117,19 +109,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     pause_samples = int(sample_rate * args.pause_seconds)
     pause = (args.pause_level * rng.standard_normal(pause_samples)).astype(np.float32)
-    audio = {row["id"]: read_audio(row, sample_rate) for row in rows}
+    audio = {row.id: read_audio(row, sample_rate) for row in rows}
     pairs = [
         (items[index - 1], row) for items in by_speaker.values() for index, row in enumerate(items)
     ]
-    references = [row["text"] for _, row in pairs]
-    speakers = [row.get("speaker", "") for _, row in pairs]
+    references = [row.text for _, row in pairs]
+    speakers = [row.speaker or "" for _, row in pairs]
     print(f"{model_dir}: {len(pairs)} utterances, pause {args.pause_seconds} s")
     for label, _, after_pause in SETTINGS:
         recognizer = recognizers[label]
         hypotheses = []
         for previous, row in pairs:
-            before = np.concatenate([audio[previous["id"]], pause]) if after_pause else None
-            hypotheses.append(transcribe(recognizer, before, audio[row["id"]]))
+            before = np.concatenate([audio[previous.id], pause]) if after_pause else None
+            hypotheses.append(transcribe(recognizer, before, audio[row.id]))
         errors, words = score(references, hypotheses, speakers, lambda _: True)
         per_speaker = {
             name: score(references, hypotheses, speakers, lambda s, n=name: s == n)
