@@ -375,6 +375,12 @@ def test_a_segment_longer_than_the_limit_is_cut(trained):
     assert transcript.text.replace(" ", "") == "badcafeadeafcab"
 
 
+def restarting_recognizer(recognizer):
+    """The same model with a 500 ms pause rule, restarting the model after each pause."""
+    endpointing = Endpointing(min_trailing_silence_ms=500)
+    return StreamingRecognizer(recognizer.step, recognizer.tokens, endpointing=endpointing)
+
+
 def segment_results(stream):
     return [(s.text, s.start, s.end, s.words) for s in stream.segments]
 
@@ -390,9 +396,7 @@ def segments_over_chunks(recognizer, waveform, seed):
 def test_a_restart_after_a_pause_does_not_depend_on_the_chunks(trained):
     _, recognizer = trained
     _, _, waveform = two_phrases(seed=21)
-    restarting = StreamingRecognizer(
-        recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
-    )
+    restarting = restarting_recognizer(recognizer)
     whole = restarting.create_stream()
     whole.feed(waveform)
     whole.finish()
@@ -406,9 +410,7 @@ def test_a_restart_after_a_pause_does_not_depend_on_the_chunks(trained):
 def test_a_long_silence_restarts_the_model_and_the_phrase_after_it_is_heard(trained):
     experiment, recognizer = trained
     waveform = np.concatenate([pause(4.0, seed=22), phrase_waveform(22)])
-    restarting = StreamingRecognizer(
-        recognizer.step, recognizer.tokens, endpointing=Endpointing(min_trailing_silence_ms=500)
-    )
+    restarting = restarting_recognizer(recognizer)
     stream = restarting.create_stream()
     stream.feed(waveform)
     transcript = stream.finish()
