@@ -59,7 +59,7 @@ def recorded_stream_audio(service):
     try:
         yield fed
     finally:
-        service.create_stream = create_stream
+        del service.create_stream  # the class's method again
 
 
 def as_float(samples: np.ndarray) -> np.ndarray:
