@@ -22,6 +22,7 @@ from recipe_fixtures import PHRASES, tone_waveform  # noqa: E402
 from test_serve import RATE, offline_transcript, start_server, trained_model  # noqa: E402
 
 from stenograph.recipes.serve.redecode import RedecodeEndpointing  # noqa: E402
+from stenograph.recipes.streaming import checked_chunk  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +61,6 @@ def recorded_stream_audio(service):
         yield fed
     finally:
         del service.create_stream  # the class's method again
-
-
-def as_float(samples: np.ndarray) -> np.ndarray:
-    scale = 32768.0 if np.issubdtype(samples.dtype, np.integer) else 1.0
-    return samples.astype(np.float32) / scale
 
 
 def best_matches(heard: np.ndarray, piece: np.ndarray) -> np.ndarray:
@@ -165,7 +161,7 @@ def test_page_transcribes_the_microphone_and_an_upload(served, tmp_path):
                 "the stream did not finish",
             )
         heard = np.concatenate(fed)  # [n], as the page sent it
-        assert_heard_whole(as_float(heard), sent)
+        assert_heard_whole(checked_chunk(heard), sent)
         assert text_of(browser, "live-final") == transcript_of(server.state.service, heard)
         assert not browser.find_element("id", "live-error").is_displayed()
 
