@@ -84,14 +84,15 @@ def run_stream(port: int, audio: np.ndarray) -> list[str]:
     return ["stream did not finish"]
 
 
-def settled_thread_count(http: httpx.Client, clip: bytes) -> int:
+def settled_thread_count(url: str, clip: bytes) -> int:
     """Threads alive once idle workers may retire.
 
     anyio keeps an idle worker thread for 10 s and retires expired ones only when the
     next job is handed to its pool, so wait past that and send one request first.
     """
     time.sleep(11)
-    assert transcribe(http, clip).status_code == 200
+    with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
+        assert transcribe(http, clip).status_code == 200
     return threading.active_count()
 
 
@@ -116,8 +117,7 @@ def test_concurrent_requests_and_streams_all_succeed_and_memory_returns(server):
 
     warm_up = load_round(server, clips, expected, stream_audio)
     assert warm_up == []
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
-        threads_before = settled_thread_count(http, clips[0])
+    threads_before = settled_thread_count(server.url, clips[0])
     gc.collect()
     baseline = rss_mb()
 
@@ -133,8 +133,7 @@ def test_concurrent_requests_and_streams_all_succeed_and_memory_returns(server):
     grown = rss_mb() - baseline
     print(f"load round: {seconds:.1f} s, RSS {baseline:.0f} MB -> {baseline + grown:.0f} MB")
     assert grown < 60, f"memory grew by {grown:.0f} MB over a round of the same load"
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
-        threads_after = settled_thread_count(http, clips[0])
+    threads_after = settled_thread_count(server.url, clips[0])
     print(f"threads once idle workers retire: {threads_before} -> {threads_after}")
     assert threads_after <= threads_before + 2, f"threads {threads_before} -> {threads_after}"
     metrics = httpx.get(server.url + "/metrics", timeout=TIMEOUT).text
